@@ -1,0 +1,196 @@
+"""Bytes <-> objects: cloudpickle with out-of-band buffers, content hashing, sealed records.
+
+Value blob layout (all integers little-endian)::
+
+    b"CFB1" | u32 header_len | header JSON {"frame": n, "buffers": [n, ...], "align": 64}
+    | padding to 64 | frame (pickle protocol 5) | each buffer, padded to 64
+
+Large buffers (NumPy arrays, bytes-like objects supporting PEP 574) are never copied into the
+pickle stream: they are hashed and written straight from the object's memory.
+
+Record layout: canonical JSON body, a newline, then a JSON trailer
+``{"sha256": <hex of body>, "hmac_sha256": <hex or null>}``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import pickle
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import cloudpickle
+import xxhash
+
+from .errors import CheckpointCorruptError, CheckpointSignatureError
+
+BLOB_MAGIC = b"CFB1"
+_ALIGN = 64
+_PAD = bytes(_ALIGN)
+KEY_ENV = "CHECKPOINT_FLOW_KEY"
+
+
+def _pad(n: int) -> int:
+    return -n % _ALIGN
+
+
+@dataclass(frozen=True)
+class EncodedValue:
+    """A value serialized as chunks ready to write, with their total size and content digest."""
+
+    chunks: tuple[Any, ...]
+    size: int
+    digest: str
+
+
+def encode(value: Any) -> EncodedValue:
+    """Serialize one value. Raises whatever cloudpickle raises for unpicklable values."""
+    buffers: list[pickle.PickleBuffer] = []
+    frame = cloudpickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+    raws = [b.raw() for b in buffers]
+    header = json.dumps(
+        {"frame": len(frame), "buffers": [r.nbytes for r in raws], "align": _ALIGN}
+    ).encode()
+    head = BLOB_MAGIC + struct.pack("<I", len(header)) + header
+    chunks: list[Any] = [head, _PAD[: _pad(len(head))], frame, _PAD[: _pad(len(frame))]]
+    for raw in raws:
+        chunks.append(raw)
+        chunks.append(_PAD[: _pad(raw.nbytes)])
+    chunks = [c for c in chunks if len(c)]
+    size = sum(c.nbytes if isinstance(c, memoryview) else len(c) for c in chunks)
+    return EncodedValue(tuple(chunks), size, digest_chunks(chunks))
+
+
+def decode(data: bytes | bytearray | memoryview) -> Any:
+    """Rebuild a value from a blob. Raises CheckpointCorruptError if the layout is damaged."""
+    view = memoryview(data)
+    try:
+        if bytes(view[:4]) != BLOB_MAGIC:
+            raise ValueError(f"bad magic {bytes(view[:4])!r}")
+        (header_len,) = struct.unpack("<I", view[4:8])
+        header = json.loads(bytes(view[8 : 8 + header_len]))
+        offset = 8 + header_len
+        offset += _pad(offset)
+        frame = view[offset : offset + header["frame"]]
+        offset += header["frame"] + _pad(header["frame"])
+        out_of_band = []
+        for n in header["buffers"]:
+            out_of_band.append(view[offset : offset + n])
+            offset += n + _pad(n)
+        if offset > view.nbytes or len(frame) != header["frame"]:
+            raise ValueError("blob is shorter than its header says")
+    except (ValueError, KeyError, TypeError, struct.error) as exc:
+        raise CheckpointCorruptError(f"damaged value blob: {exc}") from exc
+    return pickle.loads(frame, buffers=out_of_band)
+
+
+def digest_chunks(chunks: Sequence[Any]) -> str:
+    """xxh3-128 of the concatenated chunks: fast enough to hash gigabytes on every save."""
+    h = xxhash.xxh3_128()
+    for chunk in chunks:
+        h.update(chunk)
+    return h.hexdigest()
+
+
+class Signer:
+    """HMAC-SHA256 over records, and keyed BLAKE2b names for blobs when a key is configured.
+
+    With a key, blob names are keyed MACs of their content, so a blob cannot be swapped for
+    another without the key even though change detection uses a non-cryptographic hash.
+    """
+
+    def __init__(self, key: bytes | str | None) -> None:
+        if isinstance(key, str):
+            key = key.encode()
+        if key is not None and not isinstance(key, bytes):
+            raise TypeError(f"key must be bytes or str, got {type(key).__name__}")
+        if key is not None and len(key) == 0:
+            raise ValueError("key must not be empty")
+        self._key = key
+        self._blob_key = hashlib.sha256(b"checkpoint_flow blob key\x00" + key).digest() if key else None
+
+    @classmethod
+    def from_env(cls, key: bytes | str | None) -> Signer:
+        """The given key, else the CHECKPOINT_FLOW_KEY environment variable, else none."""
+        return cls(key if key is not None else (os.environ.get(KEY_ENV) or None))
+
+    @property
+    def enabled(self) -> bool:
+        return self._key is not None
+
+    @property
+    def blob_hash(self) -> str:
+        return "blake2b-256-keyed" if self.enabled else "xxh3-128"
+
+    def blob_name(self, encoded: EncodedValue) -> str:
+        if self._blob_key is None:
+            return encoded.digest
+        h = hashlib.blake2b(key=self._blob_key[:64], digest_size=32)
+        for chunk in encoded.chunks:
+            h.update(chunk)
+        return h.hexdigest()
+
+    def check_blob(self, data: Any, name: str, hash_name: str) -> bool:
+        """True if ``data`` hashes to ``name`` under ``hash_name``."""
+        if hash_name == "xxh3-128":
+            return xxhash.xxh3_128_hexdigest(data) == name
+        if hash_name == "blake2b-256-keyed" and self._blob_key is not None:
+            h = hashlib.blake2b(data, key=self._blob_key[:64], digest_size=32)
+            return hmac.compare_digest(h.hexdigest(), name)
+        return False
+
+    def mac(self, body: bytes) -> str | None:
+        if self._key is None:
+            return None
+        return hmac.new(self._key, body, hashlib.sha256).hexdigest()
+
+
+def seal(body: dict[str, Any], signer: Signer) -> bytes:
+    """Serialize a record with its checksum and, if a key is set, its HMAC."""
+    raw = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    trailer = {"sha256": hashlib.sha256(raw).hexdigest(), "hmac_sha256": signer.mac(raw)}
+    return raw + b"\n" + json.dumps(trailer, sort_keys=True).encode()
+
+
+def unseal(data: bytes | bytearray, signer: Signer, where: str) -> dict[str, Any]:
+    """Check a sealed record and return its body; nothing is unpickled here.
+
+    Raises CheckpointCorruptError (damaged) or CheckpointSignatureError (unsigned or tampered
+    while a key is configured). ``where`` names the record in messages.
+    """
+    raw, sep, trailer_raw = bytes(data).rpartition(b"\n")
+    try:
+        if not sep:
+            raise ValueError("no trailer")
+        trailer = json.loads(trailer_raw)
+        if not hmac.compare_digest(hashlib.sha256(raw).hexdigest(), str(trailer["sha256"])):
+            raise ValueError("checksum mismatch")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CheckpointCorruptError(
+            f"record {where} is damaged ({exc}); it was truncated or altered after it was written"
+        ) from exc
+    if signer.enabled:
+        expected = signer.mac(raw)
+        given = trailer.get("hmac_sha256")
+        if not isinstance(given, str):
+            raise CheckpointSignatureError(
+                f"record {where} is not signed but a key is configured; refusing to load it. "
+                "Remove the checkpoint or run without the key if you trust its origin."
+            )
+        if not hmac.compare_digest(expected or "", given):
+            raise CheckpointSignatureError(
+                f"record {where} has a signature that does not match the configured key: it was "
+                "written with another key or tampered with; refusing to load it"
+            )
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise CheckpointCorruptError(f"record {where} is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise CheckpointCorruptError(f"record {where} does not hold an object")
+    return body

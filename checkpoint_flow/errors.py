@@ -1,0 +1,35 @@
+"""The exception hierarchy: every error the library raises on its own derives from one base."""
+
+from __future__ import annotations
+
+
+class CheckpointFlowError(Exception):
+    """Base class of the library's own errors."""
+
+
+class CheckpointCorruptError(CheckpointFlowError):
+    """A stored record or blob cannot be read back as it was written.
+
+    Raised for truncated or damaged files, hash mismatches, missing blobs and unknown format
+    versions. A damaged checkpoint is never taken for an empty one.
+    """
+
+
+class CheckpointSignatureError(CheckpointCorruptError):
+    """A record is unsigned or its signature does not match the configured key."""
+
+
+class CheckpointLockedError(CheckpointFlowError):
+    """Another run holds the location's run lock."""
+
+
+class CheckpointWriteError(CheckpointFlowError):
+    """Writing a checkpoint failed; the previous committed checkpoint is untouched."""
+
+
+class StepNotFoundError(CheckpointFlowError, ValueError):
+    """A step name or index names no step of the flow."""
+
+
+class UnpicklableStateError(CheckpointFlowError, TypeError):
+    """A state value cannot be serialized."""

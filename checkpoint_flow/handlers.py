@@ -1,0 +1,349 @@
+"""Where bytes go: the `StateHandler` protocol and its local and fsspec implementations.
+
+A handler stores opaque byte strings under relative names such as ``records/000042.rec``. It never
+interprets them: laying out snapshots is the store's job, unpickling is the codec's.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path, PurePosixPath
+from typing import Any, Protocol, Union, runtime_checkable
+
+Buffer = Union[bytes, bytearray, memoryview]
+Chunks = Union[Buffer, Sequence[Buffer]]
+
+_TEMP_MARK = ".tmp-"
+# One PUT is atomic on object stores; above this size a multipart upload is committed at the end.
+_SINGLE_PUT_LIMIT = 64 * 2**20
+
+
+@runtime_checkable
+class StateHandler(Protocol):
+    """The narrow storage interface the library writes through.
+
+    Names are relative POSIX paths ("a/b/c") without empty, "." or ".." parts.
+
+    - ``read(name)`` returns the whole content; raises ``FileNotFoundError`` if absent.
+    - ``write(name, data)`` replaces the content atomically: a reader sees the old content or the
+      new one, never a mix. ``data`` is a bytes-like object or a sequence of them (written in order,
+      so large buffers need not be joined in memory).
+    - ``create(name, data)`` writes only if ``name`` does not exist yet; returns False if it did.
+    - ``exists(name)``, ``delete(name)`` (a missing name is not an error), and
+      ``list(prefix)``: every name below the folder ``prefix``, recursively, sorted.
+    """
+
+    location: str
+
+    def read(self, name: str) -> Buffer: ...
+
+    def write(self, name: str, data: Chunks) -> None: ...
+
+    def create(self, name: str, data: bytes) -> bool: ...
+
+    def exists(self, name: str) -> bool: ...
+
+    def delete(self, name: str) -> None: ...
+
+    def list(self, prefix: str) -> list[str]: ...
+
+
+def check_name(name: str) -> str:
+    """Validate a relative storage name; return it unchanged. Raises ValueError."""
+    if not isinstance(name, str):
+        raise TypeError(f"storage name must be a str, got {type(name).__name__}: {name!r}")
+    parts = name.split("/")
+    if (
+        not name
+        or name.startswith("/")
+        or "\\" in name
+        or "\x00" in name
+        or any(part in ("", ".", "..") for part in parts)
+    ):
+        raise ValueError(
+            f"invalid storage name {name!r}: use a relative path of non-empty parts "
+            "without '.', '..', backslashes or NUL"
+        )
+    return name
+
+
+def as_chunks(data: Chunks) -> list[Buffer]:
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return [data]
+    return list(data)
+
+
+def _nbytes(chunk: Buffer) -> int:
+    return chunk.nbytes if isinstance(chunk, memoryview) else len(chunk)
+
+
+class LocalHandler:
+    """Files under a local directory, written with temp file, fsync, rename, fsync of the folder."""
+
+    def __init__(self, location: str | os.PathLike[str]) -> None:
+        if not isinstance(location, (str, os.PathLike)):
+            raise TypeError(
+                f"location must be a path or a URL string, got {type(location).__name__}"
+            )
+        self.root = Path(location).expanduser().absolute()
+        self.location = str(self.root)
+
+    def __repr__(self) -> str:
+        return f"LocalHandler({self.location!r})"
+
+    def path(self, name: str) -> Path:
+        return self.root.joinpath(*check_name(name).split("/"))
+
+    def read(self, name: str) -> bytearray:
+        # A writable bytearray lets out-of-band buffers (NumPy arrays) come back writable
+        # without a copy.
+        with open(self.path(name), "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            buf = bytearray(size)
+            view = memoryview(buf)
+            got = 0
+            while got < size:
+                n = f.readinto(view[got:])
+                if not n:
+                    break
+                got += n
+            return buf if got == size else buf[:got]
+
+    def write(self, name: str, data: Chunks) -> None:
+        target = self.path(name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temp = self._write_temp(target, as_chunks(data))
+        try:
+            os.replace(temp, target)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+        _fsync_dir(target.parent)
+
+    def create(self, name: str, data: bytes) -> bool:
+        target = self.path(name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temp = self._write_temp(target, [data])
+        try:
+            # link() fails if the target exists, and publishes complete content in one step.
+            os.link(temp, target)
+        except FileExistsError:
+            return False
+        finally:
+            temp.unlink(missing_ok=True)
+        _fsync_dir(target.parent)
+        return True
+
+    def exists(self, name: str) -> bool:
+        return self.path(name).exists()
+
+    def delete(self, name: str) -> None:
+        self.path(name).unlink(missing_ok=True)
+
+    def list(self, prefix: str) -> list[str]:
+        base = self.path(prefix)
+        if not base.is_dir():
+            return []
+        names = []
+        for dirpath, _dirs, files in os.walk(base):
+            rel = Path(dirpath).relative_to(self.root).as_posix()
+            names.extend(f"{rel}/{f}" for f in files if _TEMP_MARK not in f)
+        return sorted(names)
+
+    @staticmethod
+    def _write_temp(target: Path, chunks: Iterable[Buffer]) -> Path:
+        temp = target.with_name(f".{target.name}{_TEMP_MARK}{uuid.uuid4().hex}")
+        try:
+            with open(temp, "xb") as f:
+                for chunk in chunks:
+                    f.write(chunk)
+                f.flush()
+                os.fsync(f.fileno())
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+        return temp
+
+
+def _fsync_dir(directory: Path) -> None:
+    # The rename itself lives in the directory entry: without this fsync a power loss can
+    # forget a rename that already returned.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class FsspecHandler:
+    """Any fsspec filesystem, chosen from the URL's protocol (s3://, gs://, memory://, file://).
+
+    Object stores have no atomic rename, but a single PUT (or a completed multipart upload) is
+    atomic, which is what ``write`` relies on; the store commits by writing a new small record
+    last, so no object is ever updated in place.
+    """
+
+    def __init__(
+        self,
+        location: str,
+        storage_options: Mapping[str, Any] | None = None,
+        *,
+        filesystem: Any = None,
+    ) -> None:
+        import fsspec
+        from fsspec.implementations.local import LocalFileSystem
+
+        if not isinstance(location, str):
+            raise TypeError(f"location must be a URL string, got {type(location).__name__}")
+        options = dict(storage_options or {})
+        if filesystem is None:
+            try:
+                filesystem, root = fsspec.core.url_to_fs(location, **options)
+            except (ImportError, ValueError) as exc:
+                raise ValueError(
+                    f"cannot open storage location {location!r}: {exc}. For s3:// install the "
+                    "'s3' extra (pip install 'checkpoint_flow[s3]')."
+                ) from exc
+        else:
+            root = filesystem._strip_protocol(location)
+        self.fs = filesystem
+        self.root = str(root).rstrip("/")
+        self.location = location
+        self._local = isinstance(filesystem, LocalFileSystem)
+
+    def __repr__(self) -> str:
+        return f"FsspecHandler({self.location!r})"
+
+    def path(self, name: str) -> str:
+        return f"{self.root}/{check_name(name)}"
+
+    def read(self, name: str) -> bytes:
+        return self.fs.cat_file(self.path(name))
+
+    def write(self, name: str, data: Chunks) -> None:
+        path = self.path(name)
+        chunks = as_chunks(data)
+        if self._local:
+            self._write_local(path, chunks)
+        elif sum(_nbytes(c) for c in chunks) <= _SINGLE_PUT_LIMIT:
+            self.fs.pipe_file(path, b"".join(chunks))
+        else:
+            self._write_multipart(path, chunks)
+        self._invalidate(path)
+
+    def create(self, name: str, data: bytes) -> bool:
+        path = self.path(name)
+        if self._local:
+            self.fs.makedirs(self.fs._parent(path), exist_ok=True)
+        try:
+            self.fs.pipe_file(path, bytes(data), mode="create")
+        except FileExistsError:
+            return False
+        finally:
+            self._invalidate(path)
+        return True
+
+    def exists(self, name: str) -> bool:
+        return self.fs.exists(self.path(name))
+
+    def delete(self, name: str) -> None:
+        path = self.path(name)
+        try:
+            self.fs.rm_file(path)
+        except FileNotFoundError:
+            pass
+        self._invalidate(path)
+
+    def list(self, prefix: str) -> list[str]:
+        base = self.path(prefix)
+        try:
+            found = self.fs.find(base)
+        except FileNotFoundError:
+            return []
+        root = self.fs._strip_protocol(self.root).rstrip("/") + "/"
+        names = []
+        for path in found:
+            stripped = self.fs._strip_protocol(path)
+            if stripped.startswith(root) and _TEMP_MARK not in stripped.rsplit("/", 1)[-1]:
+                names.append(stripped[len(root):])
+        return sorted(names)
+
+    def _invalidate(self, path: str) -> None:
+        invalidate = getattr(self.fs, "invalidate_cache", None)
+        if invalidate is not None:
+            invalidate(path)
+
+    def _write_local(self, path: str, chunks: list[Buffer]) -> None:
+        parent = self.fs._parent(path)
+        self.fs.makedirs(parent, exist_ok=True)
+        temp = LocalHandler._write_temp(Path(path), chunks)
+        os.replace(temp, path)
+        _fsync_dir(Path(parent))
+
+    def _write_multipart(self, path: str, chunks: list[Buffer]) -> None:
+        f = self.fs.open(path, "wb", autocommit=False)
+        try:
+            for chunk in chunks:
+                f.write(chunk)
+            f.close()
+        except BaseException:
+            f.discard()
+            raise
+        f.commit()
+
+
+def resolve_handler(
+    location: str | os.PathLike[str] | StateHandler,
+    handler: str | type | StateHandler | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> StateHandler:
+    """Pick the handler for a location: a plain path gets local files, a URL gets fsspec.
+
+    ``handler`` may be ``"local"``, ``"fsspec"``, a handler class (called with the location, and
+    ``storage_options`` when given), or a ready handler instance.
+    """
+    if handler is None and isinstance(location, StateHandler):
+        return location
+    if handler is not None and not isinstance(handler, (str, type)):
+        if isinstance(handler, StateHandler):
+            return handler
+        raise TypeError(
+            f"handler must be 'local', 'fsspec', a handler class or a StateHandler instance, "
+            f"got {handler!r}"
+        )
+    if not isinstance(location, (str, os.PathLike)):
+        raise TypeError(
+            f"location must be a path or URL string, got {type(location).__name__}: {location!r}"
+        )
+    if storage_options is not None and not isinstance(storage_options, Mapping):
+        raise TypeError(f"storage_options must be a mapping, got {storage_options!r}")
+    if handler is None:
+        handler = "fsspec" if _is_url(os.fspath(location)) else "local"
+    if handler == "local":
+        if storage_options:
+            raise ValueError("storage_options apply to fsspec locations, not to handler='local'")
+        if _is_url(os.fspath(location)):
+            raise ValueError(f"handler='local' needs a filesystem path, got the URL {location!r}")
+        return LocalHandler(location)
+    if handler == "fsspec":
+        return FsspecHandler(os.fspath(location), storage_options)
+    if isinstance(handler, type):
+        made = handler(location, storage_options) if storage_options else handler(location)
+        if not isinstance(made, StateHandler):
+            raise TypeError(f"{handler.__name__} does not implement the StateHandler protocol")
+        return made
+    raise ValueError(
+        f"unknown handler {handler!r}; valid choices: 'local', 'fsspec', a handler class or "
+        "a StateHandler instance"
+    )
+
+
+def _is_url(location: str) -> bool:
+    return "://" in location
