@@ -224,8 +224,9 @@ class FsspecHandler:
     def path(self, name: str) -> str:
         return f"{self.root}/{check_name(name)}"
 
-    def read(self, name: str) -> bytes:
-        return self.fs.cat_file(self.path(name))
+    def read(self, name: str) -> bytearray:
+        # Writable, like the local handler's, so NumPy arrays come back writable.
+        return bytearray(self.fs.cat_file(self.path(name)))
 
     def write(self, name: str, data: Chunks) -> None:
         path = self.path(name)
