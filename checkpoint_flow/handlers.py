@@ -9,11 +9,11 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path, PurePosixPath
-from typing import Any, Protocol, Union, runtime_checkable
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
-Buffer = Union[bytes, bytearray, memoryview]
-Chunks = Union[Buffer, Sequence[Buffer]]
+Buffer = bytes | bytearray | memoryview
+Chunks = Buffer | Sequence[Buffer]
 
 _TEMP_MARK = ".tmp-"
 # One PUT is atomic on object stores; above this size a multipart upload is committed at the end.
@@ -157,8 +157,7 @@ class LocalHandler:
         temp = target.with_name(f".{target.name}{_TEMP_MARK}{uuid.uuid4().hex}")
         try:
             with open(temp, "xb") as f:
-                for chunk in chunks:
-                    f.write(chunk)
+                f.writelines(chunks)
                 f.flush()
                 os.fsync(f.fileno())
         except BaseException:

@@ -1,0 +1,35 @@
+"""checkpoint_flow: resumable multi-step work for scripts, notebooks and training runs."""
+
+from .errors import (
+    CheckpointCorruptError,
+    CheckpointFlowError,
+    CheckpointLockedError,
+    CheckpointSignatureError,
+    CheckpointWriteError,
+    StepNotFoundError,
+    UnpicklableStateError,
+)
+from .flow import CheckpointFlow, FlowStatus, StepStatus
+from .handlers import FsspecHandler, LocalHandler, StateHandler
+from .steps import Step
+from .store import KeepLastRecords, KeepLatestRun
+
+__all__ = [
+    "CheckpointCorruptError",
+    "CheckpointFlow",
+    "CheckpointFlowError",
+    "CheckpointLockedError",
+    "CheckpointSignatureError",
+    "CheckpointWriteError",
+    "FlowStatus",
+    "FsspecHandler",
+    "KeepLastRecords",
+    "KeepLatestRun",
+    "LocalHandler",
+    "StateHandler",
+    "Step",
+    "StepNotFoundError",
+    "StepStatus",
+    "UnpicklableStateError",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,551 @@
+"""CheckpointFlow: the step registry and the run loop that resumes at the first failed step."""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import socket
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, overload
+
+from .codec import Signer, encode
+from .errors import StepNotFoundError
+from .handlers import StateHandler, resolve_handler
+from .locks import run_lock
+from .policies import LoadPolicy, load_policy_from
+from .steps import Loader, Saver, Step, StepFunction
+from .store import KeepLatestRun, Manifest, Store, manifest_blobs
+
+logger = logging.getLogger("checkpoint_flow")
+
+CheckpointRef = int | str
+_HISTORY_LIMIT = 50
+_CODE_CHANGE_CHOICES = ("restart", "ignore")
+_CORRUPT_CHOICES = ("raise", "previous")
+
+
+@dataclass(frozen=True)
+class StepStatus:
+    name: str
+    position: int
+    status: Literal["done", "failed", "pending", "running"]
+    duration_s: float | None
+    bytes_written: int | None
+    ran_at: float | None
+    error: str | None
+    has_snapshot: bool
+
+
+@dataclass(frozen=True)
+class FlowStatus:
+    """What ``CheckpointFlow.status()`` reports."""
+
+    location: str
+    steps: tuple[StepStatus, ...]
+    resume_at: str | None
+    last_run: Mapping[str, Any] | None
+
+    def __str__(self) -> str:
+        lines = [f"checkpoint flow at {self.location}"]
+        for s in self.steps:
+            mark = "->" if s.name == self.resume_at else "  "
+            took = f"{s.duration_s:.2f}s" if s.duration_s is not None else "-"
+            lines.append(f"{mark} {s.position:>3} {s.name:<30} {s.status:<8} {took}")
+        lines.append(
+            f"next run starts at: {self.resume_at}" if self.resume_at else
+            "next run starts at the beginning"
+        )
+        return "\n".join(lines)
+
+
+class CheckpointFlow:
+    """Records steps and runs them so that a rerun starts at the first step that did not finish.
+
+    Args:
+        location: a directory path, an fsspec URL (``s3://bucket/prefix``...) or a handler.
+        handler: ``"local"``, ``"fsspec"``, a handler class or instance; chosen from the
+            location when omitted.
+        storage_options: passed untouched to fsspec.
+        key: signs every record (HMAC-SHA256) and refuses unsigned or tampered ones; defaults to
+            the ``CHECKPOINT_FLOW_KEY`` environment variable.
+        on_code_change: ``"restart"`` reruns from the earliest step whose code changed since it
+            ran; ``"ignore"`` resumes regardless.
+        retention: which commit records to keep after a run (see ``store.KeepLatestRun``).
+        lock_ttl_s: how long a lock record on an object store outlives a crashed holder.
+    """
+
+    def __init__(
+        self,
+        location: str | os.PathLike[str] | StateHandler,
+        handler: str | type | StateHandler | None = None,
+        *,
+        storage_options: Mapping[str, Any] | None = None,
+        key: bytes | str | None = None,
+        on_code_change: Literal["restart", "ignore"] = "restart",
+        retention: Callable[[list[dict[str, Any]]], Any] | None = None,
+        lock_ttl_s: float = 60.0,
+    ) -> None:
+        if on_code_change not in _CODE_CHANGE_CHOICES:
+            raise ValueError(
+                f"on_code_change={on_code_change!r} is not valid; choose one of "
+                f"{', '.join(map(repr, _CODE_CHANGE_CHOICES))}"
+            )
+        if retention is not None and not callable(retention):
+            raise TypeError(f"retention must be callable, got {retention!r}")
+        if not isinstance(lock_ttl_s, (int, float)) or lock_ttl_s <= 0:
+            raise ValueError(f"lock_ttl_s must be a positive number, got {lock_ttl_s!r}")
+        self.handler = resolve_handler(location, handler, storage_options)
+        self.store = Store(self.handler, Signer.from_env(key))
+        self.on_code_change = on_code_change
+        self.retention = retention or KeepLatestRun()
+        self.lock_ttl_s = float(lock_ttl_s)
+        self._steps: list[Step] = []
+
+    def __repr__(self) -> str:
+        return f"CheckpointFlow({self.location!r}, steps={self.step_names})"
+
+    @property
+    def location(self) -> str:
+        return self.handler.location
+
+    @property
+    def steps(self) -> tuple[Step, ...]:
+        return tuple(self._steps)
+
+    @property
+    def step_names(self) -> list[str]:
+        return [s.name for s in self._steps]
+
+    # -- registering steps ------------------------------------------------------------------------
+
+    @overload
+    def add_step(self, fn: StepFunction) -> StepFunction: ...
+
+    @overload
+    def add_step(
+        self,
+        fn: None = None,
+        *,
+        name: str | None = None,
+        load: Loader | None = None,
+        save: Saver | None = None,
+    ) -> Callable[[StepFunction], StepFunction]: ...
+
+    def add_step(
+        self,
+        fn: StepFunction | None = None,
+        *,
+        name: str | None = None,
+        load: Loader | None = None,
+        save: Saver | None = None,
+    ) -> Any:
+        """Register ``fn(state, data)`` as a step; usable bare or with arguments.
+
+        A step whose name is already registered is replaced in place (re-running a notebook
+        cell), keeping its position. The function is returned unchanged.
+        """
+
+        def register(function: StepFunction) -> StepFunction:
+            self.register(Step.from_function(function, name=name, load=load, save=save))
+            return function
+
+        if fn is None:
+            return register
+        if not callable(fn):
+            raise TypeError(f"add_step expects a function, got {fn!r}")
+        return register(fn)
+
+    def register(self, step: Step) -> Step:
+        """Add a ready ``Step`` (or replace the one with the same name)."""
+        for i, existing in enumerate(self._steps):
+            if existing.name == step.name:
+                self._steps[i] = step
+                logger.debug("step %r redefined in place at position %d", step.name, i)
+                return step
+        self._steps.append(step)
+        return step
+
+    def remove_step(self, name: str) -> None:
+        """Forget a registered step."""
+        self._steps.pop(self._index_of(name, self.step_names))
+
+    # -- running ----------------------------------------------------------------------------------
+
+    def run(
+        self,
+        initial_state: Mapping[str, Any] | None = None,
+        checkpoint: CheckpointRef | None = None,
+        load_policy: LoadPolicy = "first",
+        *,
+        on_corrupt: Literal["raise", "previous"] = "raise",
+    ) -> dict[str, Any]:
+        """Run the steps, resuming where the last run stopped; return the final state.
+
+        Args:
+            initial_state: the state of a fresh run; ignored (with a log line) when resuming.
+            checkpoint: force the start: a 0-based index, a negative index, or a step name;
+                the step gets exactly the state it received the last time it ran.
+            load_policy: which loaders run: ``"first"`` (only the first executed step's),
+                ``"always"``, ``"never"``, or one boolean per step.
+            on_corrupt: ``"raise"`` a damaged newest checkpoint, or fall back to the newest
+                intact one (``"previous"``), saying so in the log.
+
+        Raises: the step's own exception (with a note saying where the next run resumes),
+        ValueError/TypeError for bad arguments, CheckpointCorruptError, CheckpointLockedError,
+        CheckpointWriteError, UnpicklableStateError.
+        """
+        if initial_state is None:
+            initial_state = {}
+        if not isinstance(initial_state, Mapping):
+            raise TypeError(
+                f"initial_state must be a dict, got {type(initial_state).__name__}"
+            )
+        if on_corrupt not in _CORRUPT_CHOICES:
+            raise ValueError(
+                f"on_corrupt={on_corrupt!r} is not valid; choose one of "
+                f"{', '.join(map(repr, _CORRUPT_CHOICES))}"
+            )
+        if not self._steps:
+            raise ValueError("the flow has no steps; register some with @cp.add_step")
+        policy = load_policy_from(load_policy, len(self._steps))
+        if checkpoint is not None:
+            self._index_of(checkpoint, self.step_names)  # fail before touching storage
+        with run_lock(self.handler, ttl_s=self.lock_ttl_s):
+            record = self.store.latest_record(fallback=on_corrupt == "previous")
+            start, state, snapshot = self._plan_start(record, dict(initial_state), checkpoint)
+            return _Run(self, record, policy).execute(start, state, snapshot)
+
+    def _plan_start(
+        self,
+        record: dict[str, Any] | None,
+        initial_state: dict[str, Any],
+        checkpoint: CheckpointRef | None,
+    ) -> tuple[int, dict[str, Any], Manifest | None]:
+        """Where this run starts, with which state, and the snapshot that state came from."""
+        names = self.step_names
+        if checkpoint is not None:
+            index = self._index_of(checkpoint, names)
+            name = names[index]
+            before = (record or {}).get("steps", {}).get(name, {}).get("before")
+            if before is None:
+                ran = [n for n in names if (record or {}).get("steps", {}).get(n, {}).get("before")
+                       is not None]
+                raise ValueError(
+                    f"checkpoint={checkpoint!r} names step {name!r}, which has never run at "
+                    f"{self.location}; steps with a saved snapshot: {', '.join(ran) or 'none'}"
+                )
+            logger.info("starting at step %r as requested (checkpoint=%r)", name, checkpoint)
+            return index, self.store.load_state(before, step=name), before
+        if record is None or record.get("resume") is None:
+            return 0, initial_state, None
+        resume = record["resume"]
+        if resume not in names:
+            raise StepNotFoundError(
+                f"the last run at {self.location} stopped at step {resume!r}, which this flow "
+                f"no longer has. Recorded steps: {', '.join(record.get('order', []))}; this "
+                f"flow's steps: {', '.join(names)}. Pass checkpoint=<step> to choose where to "
+                "start, or call cp.reset() to start from the beginning."
+            )
+        index = names.index(resume)
+        if self.on_code_change == "restart":
+            index = self._earliest_changed(record, index)
+        self._log_initial_state_difference(record, initial_state)
+        name = names[index]
+        snapshot = self._snapshot_before(record, index)
+        if snapshot is None:
+            logger.info("step %r has no saved input; starting from the beginning", name)
+            return 0, initial_state, None
+        logger.info(
+            "resuming at step %r (%d/%d) with the state saved at %s; initial_state is ignored",
+            name, index + 1, len(names), self.location,
+        )
+        return index, self.store.load_state(snapshot, step=name), snapshot
+
+    def _earliest_changed(self, record: dict[str, Any], resume_index: int) -> int:
+        recorded = record.get("steps", {})
+        for i, step in enumerate(self._steps[:resume_index]):
+            before = recorded.get(step.name, {})
+            if before.get("fingerprint") != step.fingerprint or before.get("status") != "done":
+                why = "is new" if step.name not in recorded else "changed since it ran"
+                logger.info(
+                    "step %r %s; restarting there instead of at step %r",
+                    step.name, why, self._steps[resume_index].name,
+                )
+                return i
+        return resume_index
+
+    def _snapshot_before(self, record: dict[str, Any], index: int) -> Manifest | None:
+        recorded = record.get("steps", {})
+        name = self._steps[index].name
+        if recorded.get(name, {}).get("before") is not None:
+            return recorded[name]["before"]
+        if index > 0:
+            return recorded.get(self._steps[index - 1].name, {}).get("after")
+        return None
+
+    def _log_initial_state_difference(
+        self, record: dict[str, Any], initial_state: Mapping[str, Any]
+    ) -> None:
+        recorded = record.get("run", {}).get("initial_digests")
+        if recorded is None:
+            return
+        try:
+            given = {k: encode(v).digest for k, v in initial_state.items()}
+        except (TypeError, AttributeError, pickle.PicklingError):
+            # an unpicklable initial value cannot match a recorded one
+            given = None
+        if given != recorded:
+            logger.info(
+                "initial_state differs from the one the interrupted run started with; "
+                "resuming with the saved state"
+            )
+
+    # -- inspection and management ---------------------------------------------------------------
+
+    def status(self) -> FlowStatus:
+        """Steps with their last outcome and duration, and where the next run starts."""
+        record = self.store.latest_record()
+        recorded = (record or {}).get("steps", {})
+        names = self.step_names or list((record or {}).get("order", []))
+        steps = []
+        for i, name in enumerate(names):
+            info = recorded.get(name, {})
+            steps.append(
+                StepStatus(
+                    name=name,
+                    position=i,
+                    status=info.get("status", "pending"),
+                    duration_s=info.get("duration_s"),
+                    bytes_written=info.get("bytes_written"),
+                    ran_at=info.get("ran_at"),
+                    error=info.get("error"),
+                    has_snapshot=info.get("before") is not None,
+                )
+            )
+        return FlowStatus(
+            self.location, tuple(steps), (record or {}).get("resume"),
+            (record or {}).get("run"),
+        )
+
+    def state_before(self, step: CheckpointRef) -> dict[str, Any]:
+        """The saved state ``step`` received the last time it ran."""
+        record = self.store.latest_record()
+        names = self.step_names or list((record or {}).get("order", []))
+        name = names[self._index_of(step, names)]
+        before = (record or {}).get("steps", {}).get(name, {}).get("before")
+        if before is None:
+            raise ValueError(f"step {name!r} has never run at {self.location}; no snapshot")
+        return self.store.load_state(before, step=name)
+
+    def reset(self) -> None:
+        """Forget the resume point: the next run starts at the beginning with its initial_state.
+
+        Per-step snapshots are kept, so ``checkpoint=`` still works.
+        """
+        self._amend(lambda record: dict(record, resume=None), "reset")
+
+    def rewind(self, step: CheckpointRef) -> None:
+        """Make the next run start at ``step`` with the state that step last received."""
+
+        def rewound(record: dict[str, Any]) -> dict[str, Any]:
+            names = self.step_names or list(record.get("order", []))
+            name = names[self._index_of(step, names)]
+            before = record.get("steps", {}).get(name, {}).get("before")
+            if before is None:
+                raise ValueError(f"cannot rewind to step {name!r}: it has never run")
+            return dict(record, resume=name, state=before)
+
+        self._amend(rewound, f"rewind to {step!r}")
+
+    def gc(self) -> tuple[int, int]:
+        """Apply the retention rule now; returns (records, blobs) deleted."""
+        with run_lock(self.handler, ttl_s=self.lock_ttl_s):
+            return self.store.collect(self.retention)
+
+    def verify(self) -> list[str]:
+        """Check every record and blob; returns the problems found (empty when all is well)."""
+        return self.store.verify()
+
+    def _amend(self, change: Callable[[dict[str, Any]], dict[str, Any]], what: str) -> None:
+        with run_lock(self.handler, ttl_s=self.lock_ttl_s):
+            record = self.store.latest_record()
+            if record is None:
+                logger.info("%s: nothing recorded at %s yet", what, self.location)
+                return
+            self.store.commit(change(record))
+            logger.info("%s at %s", what, self.location)
+
+    @staticmethod
+    def _index_of(ref: CheckpointRef, names: Sequence[str]) -> int:
+        listing = ", ".join(f"{i}:{n}" for i, n in enumerate(names)) or "none"
+        if isinstance(ref, bool) or not isinstance(ref, (int, str)):
+            raise TypeError(
+                f"checkpoint must be a step index (int) or a step name (str), got {ref!r}"
+            )
+        if isinstance(ref, int):
+            if -len(names) <= ref < len(names):
+                return ref % len(names)
+            raise StepNotFoundError(f"checkpoint={ref!r} is out of range; steps are: {listing}")
+        if ref in names:
+            return names.index(ref)
+        raise StepNotFoundError(f"checkpoint={ref!r} names no step; steps are: {listing}")
+
+
+class _Run:
+    """One execution of a flow: runs steps from a start index and commits after each."""
+
+    def __init__(
+        self,
+        flow: CheckpointFlow,
+        record: dict[str, Any] | None,
+        policy: Callable[[int, int], bool],
+    ) -> None:
+        self.flow = flow
+        self.store = flow.store
+        self.steps = flow.steps
+        self.policy = policy
+        previous = record or {}
+        self.recorded: dict[str, dict[str, Any]] = {
+            name: dict(info) for name, info in previous.get("steps", {}).items()
+            if name in flow.step_names
+        }
+        self.history: list[dict[str, Any]] = list(previous.get("history", []))
+        self.resumed_run = previous.get("run") if previous.get("resume") else None
+        self.run_info: dict[str, Any] = {
+            "id": uuid.uuid4().hex,
+            "started_at": time.time(),
+            "ended_at": None,
+            "outcome": "running",
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "initial_digests": None,
+        }
+        self.start = 0
+
+    def execute(
+        self, start: int, state: dict[str, Any], snapshot: Manifest | None
+    ) -> dict[str, Any]:
+        """Run from step ``start``; ``snapshot`` is the stored form of ``state``, if stored."""
+        self.start = start
+        first = self.steps[start].name
+        self.run_info["first_step"] = first
+        if snapshot is None:
+            previous = self.recorded.get(first, {}).get("before")
+            manifest = self.store.save_state(state, previous, step=first).manifest
+            self.run_info["initial_digests"] = {k: e["digest"] for k, e in manifest.items()}
+        else:
+            manifest = snapshot
+            if self.resumed_run is not None:
+                self.run_info["initial_digests"] = self.resumed_run.get("initial_digests")
+        for name in self.flow.step_names[:start]:
+            logger.info("step %r skipped (done in an earlier run)", name)
+        self.recorded.setdefault(first, {})["before"] = manifest
+        self._commit(resume=first, state=manifest)
+        data: dict[str, Any] = {}
+        for index in range(start, len(self.steps)):
+            state, manifest = self._run_step(index, state, data, manifest)
+        self.run_info.update(ended_at=time.time(), outcome="succeeded")
+        self._commit(resume=None, state=manifest)
+        try:
+            self.store.collect(self.flow.retention)
+        except Exception as exc:  # noqa: BLE001  housekeeping must not fail a finished run
+            logger.warning("could not collect old snapshots at %s: %s", self.flow.location, exc)
+        return state
+
+    def _run_step(
+        self, index: int, state: dict[str, Any], data: dict[str, Any], before: Manifest
+    ) -> tuple[dict[str, Any], Manifest]:
+        step = self.steps[index]
+        started = time.perf_counter()
+        info = self.recorded.setdefault(step.name, {})
+        try:
+            if self.policy(index, self.start):
+                loaded = step.load(state) if step.load is not None else None
+                if loaded is not None:
+                    if not isinstance(loaded, Mapping):
+                        raise TypeError(
+                            f"the loader of step {step.name!r} returned "
+                            f"{type(loaded).__name__}; a loader returns a dict of data"
+                        )
+                    data.update(loaded)
+            state = step.call(state, data)
+            if step.save is not None:
+                step.save(state, data)
+            saved = self.store.save_state(state, before, step=step.name)
+        except BaseException as exc:
+            self._record_failure(step, index, info, exc, started, before)
+            raise
+        duration = time.perf_counter() - started
+        info.update(
+            fingerprint=step.fingerprint, status="done", duration_s=duration,
+            bytes_written=saved.bytes_written, ran_at=time.time(), error=None,
+            after=saved.manifest,
+        )
+        following = self.steps[index + 1].name if index + 1 < len(self.steps) else None
+        if following is not None:
+            self.recorded.setdefault(following, {})["before"] = saved.manifest
+        self._commit(resume=following, state=saved.manifest)
+        logger.info(
+            "step %r ran in %.3f s, wrote %d bytes", step.name, duration, saved.bytes_written
+        )
+        return state, saved.manifest
+
+    def _record_failure(
+        self,
+        step: Step,
+        index: int,
+        info: dict[str, Any],
+        exc: BaseException,
+        started: float,
+        before: Manifest,
+    ) -> None:
+        info.update(
+            fingerprint=step.fingerprint, status="failed",
+            duration_s=time.perf_counter() - started, ran_at=time.time(),
+            error=f"{type(exc).__name__}: {exc}"[:500],
+        )
+        self.run_info.update(ended_at=time.time(), outcome="failed", failed_step=step.name)
+        where = f"step {step.name!r} ({index + 1}/{len(self.steps)})"
+        try:
+            self._commit(resume=step.name, state=before)
+        except Exception as commit_exc:  # noqa: BLE001  the user's exception matters more
+            logger.error("could not record the failure of %s: %s", where, commit_exc)
+        _add_note(
+            exc,
+            f"checkpoint_flow: {where} failed; the next run resumes at {step.name!r} with the "
+            f"state saved before it at {self.flow.location}",
+        )
+        logger.info("%s failed after %.3f s", where, info["duration_s"])
+
+    def _commit(self, *, resume: str | None, state: Manifest) -> None:
+        steps = {name: info for name, info in self.recorded.items()}
+        blobs = manifest_blobs(state)
+        for info in steps.values():
+            blobs |= manifest_blobs(info.get("before"))
+            blobs |= manifest_blobs(info.get("after"))
+        history = [h for h in self.history if h.get("id") != self.run_info["id"]]
+        history.append({k: v for k, v in self.run_info.items() if k != "initial_digests"})
+        self.store.commit(
+            {
+                "kind": "flow",
+                "run": self.run_info,
+                "resume": resume,
+                "state": state,
+                "order": self.flow.step_names,
+                "steps": steps,
+                "history": history[-_HISTORY_LIMIT:],
+                "blobs": sorted(blobs),
+            }
+        )
+
+
+def _add_note(exc: BaseException, note: str) -> None:
+    if hasattr(exc, "add_note"):
+        exc.add_note(note)
+    else:  # Python 3.10
+        exc.__notes__ = [*getattr(exc, "__notes__", []), note]  # type: ignore[attr-defined]
+
