@@ -112,7 +112,9 @@ class Signer:
         if key is not None and len(key) == 0:
             raise ValueError("key must not be empty")
         self._key = key
-        self._blob_key = hashlib.sha256(b"checkpoint_flow blob key\x00" + key).digest() if key else None
+        self._blob_key = (
+            hashlib.sha256(b"checkpoint_flow blob key\x00" + key).digest() if key else None
+        )
 
     @classmethod
     def from_env(cls, key: bytes | str | None) -> Signer:

@@ -132,7 +132,9 @@ class Store:
 
     def load_value(self, entry: Mapping[str, Any], *, step: str, key: str) -> Any:
         blob = entry["blob"]
-        where = f"value {key!r} of the snapshot before step {step!r} (blob {blob}) at {self.location}"
+        where = (
+            f"value {key!r} of the snapshot before step {step!r} (blob {blob}) at {self.location}"
+        )
         data = self.read_blob(blob, where)
         try:
             return decode(data)
@@ -336,7 +338,7 @@ class Store:
                 self.handler.delete(name)
                 dropped += 1
         referenced: set[str] = set()
-        for name, body in bodies:
+        for _name, body in bodies:
             if body["seq"] in kept:
                 referenced.update(body.get("blobs", []))
         for name in self._root_records():
