@@ -519,7 +519,10 @@ class _Run:
             f"checkpoint_flow: {where} failed; the next run resumes at {step.name!r} with the "
             f"state saved before it at {self.flow.location}",
         )
-        logger.info("%s failed after %.3f s", where, info["duration_s"])
+        logger.info(
+            "%s failed after %.3f s; the next run resumes at %r", where, info["duration_s"],
+            step.name,
+        )
 
     def _commit(self, *, resume: str | None, state: Manifest) -> None:
         steps = {name: info for name, info in self.recorded.items()}

@@ -1,0 +1,43 @@
+"""The tutorial notebook is executed so it can never go stale."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "tutorial.ipynb"
+
+
+def _text(cell) -> str:
+    parts = []
+    for out in cell.get("outputs", []):
+        if "text" in out:
+            parts.append(out["text"])
+        elif "data" in out:
+            parts.append(out["data"].get("text/plain", ""))
+        elif out.get("output_type") == "error":
+            parts.append(f"{out['ename']}: {out['evalue']}")
+    return "".join(parts)
+
+
+@pytest.mark.slow
+def test_tutorial_notebook_tells_the_story(tmp_path):
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    client = nbclient.NotebookClient(
+        nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    )
+    client.execute()
+    cells = [c for c in nb.cells if c.cell_type == "code"]
+    texts = [_text(c) for c in cells]
+    failing = next(i for i, c in enumerate(cells) if "raises-exception" in c.metadata.get("tags", []))
+    assert "KeyError: 'rate'" in texts[failing]
+    assert "the next run resumes at 'convert'" in texts[failing]
+    rerun = texts[failing + 3]
+    assert "loading orders" not in rerun
+    assert "5 orders, 138.00 EUR" in rerun
+    assert "['extract', 'convert', 'report']" in texts[failing + 4]
+    assert "'revenue': 150" in texts[failing + 5]
+    assert texts[failing + 6].count("loading orders") == 1
