@@ -27,6 +27,10 @@ class CheckpointWriteError(CheckpointFlowError):
     """Writing a checkpoint failed; the previous committed checkpoint is untouched."""
 
 
+class CheckpointReadError(CheckpointFlowError):
+    """Storage could not be read (network down, permission, I/O error); nothing was changed."""
+
+
 class StepNotFoundError(CheckpointFlowError, ValueError):
     """A step name or index names no step of the flow."""
 

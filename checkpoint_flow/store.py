@@ -23,6 +23,7 @@ from typing import Any
 from .codec import EncodedValue, Signer, decode, encode, seal, unseal
 from .errors import (
     CheckpointCorruptError,
+    CheckpointReadError,
     CheckpointSignatureError,
     CheckpointWriteError,
     UnpicklableStateError,
@@ -154,6 +155,8 @@ class Store:
                 f"{where} is missing from storage. Run `checkpoint-flow verify` to list the "
                 "damage; rerun with on_corrupt='previous' to fall back to an intact snapshot."
             ) from exc
+        except OSError as exc:
+            raise _read_error(where, exc) from exc
         hash_name = "blake2b-256-keyed" if self.signer.enabled else "xxh3-128"
         if not self.signer.check_blob(data, blob, hash_name):
             raise CheckpointCorruptError(
@@ -206,7 +209,11 @@ class Store:
     # -- records ------------------------------------------------------------------------------
 
     def record_names(self) -> list[str]:
-        return [n for n in self.handler.list(RECORDS) if n.endswith(".rec")]
+        try:
+            names = self.handler.list(RECORDS)
+        except OSError as exc:
+            raise _read_error(f"the records at {self.location}", exc) from exc
+        return [n for n in names if n.endswith(".rec")]
 
     def read_record(self, name: str) -> dict[str, Any]:
         where = f"{self.location}/{name}"
@@ -214,6 +221,8 @@ class Store:
             data = self.handler.read(name)
         except FileNotFoundError as exc:
             raise CheckpointCorruptError(f"record {where} disappeared while reading") from exc
+        except OSError as exc:
+            raise _read_error(f"record {where}", exc) from exc
         body = unseal(data, self.signer, where)
         version = body.get("format")
         if version != FORMAT_VERSION:
@@ -357,6 +366,13 @@ class Store:
         for root in GC_ROOTS:
             names.extend(n for n in self.handler.list(root) if n.endswith(".rec"))
         return names
+
+
+def _read_error(what: str, exc: OSError) -> CheckpointReadError:
+    return CheckpointReadError(
+        f"could not read {what}: {type(exc).__name__}: {exc}. Nothing was changed; rerun when "
+        "the storage is reachable."
+    )
 
 
 def blob_path(blob: str) -> str:
