@@ -6,15 +6,17 @@ interprets them: laying out snapshots is the store's job, unpickling is the code
 
 from __future__ import annotations
 
+import functools
 import os
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 Buffer = bytes | bytearray | memoryview
 Chunks = Buffer | Sequence[Buffer]
 
+T = TypeVar("T")
 _TEMP_MARK = ".tmp-"
 # One PUT is atomic on object stores; above this size a multipart upload is committed at the end.
 _SINGLE_PUT_LIMIT = 64 * 2**20
@@ -181,6 +183,22 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _transport_errors(method: Callable[..., T]) -> Callable[..., T]:
+    """Re-raise a storage library's own exceptions (botocore's connection errors, say) as
+    OSError, so callers handle one family of storage failures."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            return method(*args, **kwargs)
+        except (OSError, ValueError, TypeError):
+            raise
+        except Exception as exc:
+            raise OSError(f"storage error: {type(exc).__name__}: {exc}") from exc
+
+    return wrapper
+
+
 class FsspecHandler:
     """Any fsspec filesystem, chosen from the URL's protocol (s3://, gs://, memory://, file://).
 
@@ -223,10 +241,12 @@ class FsspecHandler:
     def path(self, name: str) -> str:
         return f"{self.root}/{check_name(name)}"
 
+    @_transport_errors
     def read(self, name: str) -> bytearray:
         # Writable, like the local handler's, so NumPy arrays come back writable.
         return bytearray(self.fs.cat_file(self.path(name)))
 
+    @_transport_errors
     def write(self, name: str, data: Chunks) -> None:
         path = self.path(name)
         chunks = as_chunks(data)
@@ -238,6 +258,7 @@ class FsspecHandler:
             self._write_multipart(path, chunks)
         self._invalidate(path)
 
+    @_transport_errors
     def create(self, name: str, data: bytes) -> bool:
         path = self.path(name)
         if self._local:
@@ -250,9 +271,11 @@ class FsspecHandler:
             self._invalidate(path)
         return True
 
+    @_transport_errors
     def exists(self, name: str) -> bool:
         return self.fs.exists(self.path(name))
 
+    @_transport_errors
     def delete(self, name: str) -> None:
         path = self.path(name)
         try:
@@ -261,6 +284,7 @@ class FsspecHandler:
             pass
         self._invalidate(path)
 
+    @_transport_errors
     def list(self, prefix: str) -> list[str]:
         base = self.path(prefix)
         try:

@@ -13,6 +13,7 @@ a crash at any instant leaves the previous record and everything it names intact
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import pickle
 import time
@@ -189,6 +190,11 @@ class Store:
         if name in self._known_blobs:
             return entry, 0
         try:
+            # Never rewrite a stored blob: on a store without atomic writes a failed rewrite
+            # could damage content that an older snapshot still names.
+            if self.handler.exists(blob_path(name)):
+                self._known_blobs.add(name)
+                return entry, 0
             self.handler.write(blob_path(name), encoded.chunks)
         except OSError as exc:
             raise CheckpointWriteError(
@@ -286,6 +292,10 @@ class Store:
         try:
             created = self.handler.create(name, seal(body, self.signer))
         except OSError as exc:
+            # A store without atomic writes may keep part of a failed record; remove it so the
+            # previous record stays the newest one.
+            with contextlib.suppress(OSError):
+                self.handler.delete(name)
             raise CheckpointWriteError(
                 f"could not commit {name} at {self.location}: {exc}. The previous checkpoint "
                 "is intact; fix the storage problem and rerun."
