@@ -32,7 +32,9 @@ def test_tutorial_notebook_tells_the_story(tmp_path):
     client.execute()
     cells = [c for c in nb.cells if c.cell_type == "code"]
     texts = [_text(c) for c in cells]
-    failing = next(i for i, c in enumerate(cells) if "raises-exception" in c.metadata.get("tags", []))
+    failing = next(
+        i for i, c in enumerate(cells) if "raises-exception" in c.metadata.get("tags", [])
+    )
     assert "KeyError: 'rate'" in texts[failing]
     assert "the next run resumes at 'convert'" in texts[failing]
     rerun = texts[failing + 3]
