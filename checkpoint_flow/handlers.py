@@ -262,7 +262,19 @@ class FsspecHandler:
     def create(self, name: str, data: bytes) -> bool:
         path = self.path(name)
         if self._local:
-            self.fs.makedirs(self.fs._parent(path), exist_ok=True)
+            # fsspec's local pipe_file(mode="create") checks, then writes: two callers can both
+            # succeed. link() of a complete temp file is the exclusive create.
+            parent = self.fs._parent(path)
+            self.fs.makedirs(parent, exist_ok=True)
+            temp = LocalHandler._write_temp(Path(path), [data])
+            try:
+                os.link(temp, path)
+            except FileExistsError:
+                return False
+            finally:
+                temp.unlink(missing_ok=True)
+            _fsync_dir(Path(parent))
+            return True
         try:
             self.fs.pipe_file(path, bytes(data), mode="create")
         except FileExistsError:
