@@ -114,29 +114,10 @@ class LocalHandler:
             return buf if got == size else buf[:got]
 
     def write(self, name: str, data: Chunks) -> None:
-        target = self.path(name)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temp = self._write_temp(target, as_chunks(data))
-        try:
-            os.replace(temp, target)
-        except BaseException:
-            temp.unlink(missing_ok=True)
-            raise
-        _fsync_dir(target.parent)
+        _replace_file(self.path(name), as_chunks(data))
 
     def create(self, name: str, data: bytes) -> bool:
-        target = self.path(name)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temp = self._write_temp(target, [data])
-        try:
-            # link() fails if the target exists, and publishes complete content in one step.
-            os.link(temp, target)
-        except FileExistsError:
-            return False
-        finally:
-            temp.unlink(missing_ok=True)
-        _fsync_dir(target.parent)
-        return True
+        return _create_file(self.path(name), data)
 
     def exists(self, name: str) -> bool:
         return self.path(name).exists()
@@ -154,18 +135,45 @@ class LocalHandler:
             names.extend(f"{rel}/{f}" for f in files if _TEMP_MARK not in f)
         return sorted(names)
 
-    @staticmethod
-    def _write_temp(target: Path, chunks: Iterable[Buffer]) -> Path:
-        temp = target.with_name(f".{target.name}{_TEMP_MARK}{uuid.uuid4().hex}")
-        try:
-            with open(temp, "xb") as f:
-                f.writelines(chunks)
-                f.flush()
-                os.fsync(f.fileno())
-        except BaseException:
-            temp.unlink(missing_ok=True)
-            raise
-        return temp
+
+
+def _write_temp(target: Path, chunks: Iterable[Buffer]) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = target.with_name(f".{target.name}{_TEMP_MARK}{uuid.uuid4().hex}")
+    try:
+        with open(temp, "xb") as f:
+            f.writelines(chunks)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return temp
+
+
+def _replace_file(target: Path, chunks: Iterable[Buffer]) -> None:
+    """Atomically replace ``target``: temp file, fsync, rename, fsync of the folder."""
+    temp = _write_temp(target, chunks)
+    try:
+        os.replace(temp, target)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(target.parent)
+
+
+def _create_file(target: Path, data: Buffer) -> bool:
+    """Create ``target`` with complete content only if it does not exist; False if it did."""
+    temp = _write_temp(target, [data])
+    try:
+        # link() fails if the target exists, and publishes complete content in one step.
+        os.link(temp, target)
+    except FileExistsError:
+        return False
+    finally:
+        temp.unlink(missing_ok=True)
+    _fsync_dir(target.parent)
+    return True
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -251,7 +259,7 @@ class FsspecHandler:
         path = self.path(name)
         chunks = as_chunks(data)
         if self._local:
-            self._write_local(path, chunks)
+            _replace_file(Path(path), chunks)
         elif sum(_nbytes(c) for c in chunks) <= _SINGLE_PUT_LIMIT:
             self.fs.pipe_file(path, b"".join(chunks))
         else:
@@ -263,18 +271,8 @@ class FsspecHandler:
         path = self.path(name)
         if self._local:
             # fsspec's local pipe_file(mode="create") checks, then writes: two callers can both
-            # succeed. link() of a complete temp file is the exclusive create.
-            parent = self.fs._parent(path)
-            self.fs.makedirs(parent, exist_ok=True)
-            temp = LocalHandler._write_temp(Path(path), [data])
-            try:
-                os.link(temp, path)
-            except FileExistsError:
-                return False
-            finally:
-                temp.unlink(missing_ok=True)
-            _fsync_dir(Path(parent))
-            return True
+            # succeed.
+            return _create_file(Path(path), data)
         try:
             self.fs.pipe_file(path, bytes(data), mode="create")
         except FileExistsError:
@@ -315,13 +313,6 @@ class FsspecHandler:
         invalidate = getattr(self.fs, "invalidate_cache", None)
         if invalidate is not None:
             invalidate(path)
-
-    def _write_local(self, path: str, chunks: list[Buffer]) -> None:
-        parent = self.fs._parent(path)
-        self.fs.makedirs(parent, exist_ok=True)
-        temp = LocalHandler._write_temp(Path(path), chunks)
-        os.replace(temp, path)
-        _fsync_dir(Path(parent))
 
     def _write_multipart(self, path: str, chunks: list[Buffer]) -> None:
         f = self.fs.open(path, "wb", autocommit=False)
