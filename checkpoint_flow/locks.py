@@ -43,6 +43,7 @@ logger = logging.getLogger(__name__)
 RECORD_NAME = "lock.json"
 FILE_LOCK_NAME = "lock"
 TAKEOVER_PREFIX = "lock-takeover"
+_HOLDER_RECORD_WAIT_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -192,12 +193,7 @@ class FileRunLock(RunLock):
     def _locked_error(self) -> CheckpointLockedError:
         location = self.handler.location
         lock_path = self.handler.root / FILE_LOCK_NAME
-        observed = _read_record(self.handler)
-        holder = observed.holder if observed is not None else None
-        if observed is not None and holder is not None and _is_stale(holder, observed.machine, 0):
-            # The holder has just taken the lock and not yet written its record; the one we
-            # read belongs to a run that is gone.
-            holder = None
+        holder = self._wait_for_holder_record()
         self.holder = holder
         if holder is None:
             who = "another process (it has not recorded itself yet)"
@@ -209,6 +205,20 @@ class FileRunLock(RunLock):
             f"still have the lock file {lock_path} open (the operating system releases the "
             "lock when the last of them exits)."
         )
+
+
+    def _wait_for_holder_record(self) -> LockHolder | None:
+        # A holder that has just taken the file lock writes its record a moment later; wait
+        # that moment so the error can name it.
+        deadline = time.monotonic() + _HOLDER_RECORD_WAIT_S
+        while True:
+            observed = _read_record(self.handler)
+            holder = observed.holder if observed is not None else None
+            if holder is not None and not _is_stale(holder, observed.machine, 0):
+                return holder
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.02)
 
 
 class RecordRunLock(RunLock):

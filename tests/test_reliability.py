@@ -308,3 +308,60 @@ def test_resealed_record_without_key_is_refused_when_key_is_set(tmp_path):
     path.write_bytes(seal(body, Signer(None)))
     with pytest.raises(CheckpointSignatureError, match="not signed"):
         CheckpointFlow(tmp_path / "ckpt", key="k").state_before("b")
+
+
+# -- concurrent runs -----------------------------------------------------------------------------
+
+CONTENDER = """
+import sys, time
+from checkpoint_flow import CheckpointFlow, CheckpointLockedError
+
+location, go_at, log = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+cp = CheckpointFlow(location)
+
+@cp.add_step
+def work(state, data):
+    with open(log, "a") as f:
+        f.write("ran\\n")
+    time.sleep(1.5)
+    state["n"] = state["n"] + 1
+
+@cp.add_step
+def more(state, data):
+    state["m"] = state["n"] * 10
+
+while time.time() < go_at:
+    time.sleep(0.001)
+try:
+    print(cp.run({"n": 1}))
+except CheckpointLockedError as exc:
+    print("LOCKED", exc)
+    sys.exit(3)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("contenders", [2, 4])
+def test_concurrent_runs_exactly_one_runs(tmp_path, contenders):
+    script = tmp_path / "contender.py"
+    script.write_text(CONTENDER)
+    location, log = tmp_path / "ckpt", tmp_path / "ran.log"
+    go_at = time.time() + 3.0
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(location), str(go_at), str(log)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        )
+        for _ in range(contenders)
+    ]
+    results = [p.communicate(timeout=60) for p in procs]
+    codes = sorted(p.returncode for p in procs)
+    assert codes == [0] + [3] * (contenders - 1), results
+    assert log.read_text() == "ran\n"
+    for (out, _err), proc in zip(results, procs, strict=True):
+        if proc.returncode == 3:
+            assert "is locked by pid" in out
+    cp = CheckpointFlow(location)
+    assert cp.verify() == []
+    assert cp.state_before(-1) == {"n": 2}
