@@ -45,7 +45,7 @@ from .errors import (
 from .handlers import StateHandler, resolve_handler
 from .retention import CheckpointInfo, KeepArg, Mode, better, build_rule, check_mode
 from .rng import capture_global_rng, restore_global_rng
-from .snapshot import StateKind, apply, capture
+from .snapshot import Staging, StateKind, apply, capture
 from .triggers import Boundary, BoundaryKind, TriggerLike, as_trigger, periodic_trigger
 
 if TYPE_CHECKING:
@@ -272,6 +272,7 @@ class CheckpointManager:
         self._pending: set[Future[str]] = set()
         self._error: BaseException | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._staging = Staging()
 
         self._epoch = 0
         self._step = 0
@@ -738,9 +739,14 @@ class CheckpointManager:
     ) -> _SaveJob:
         """Capture the state on the calling thread (copied when it is written in the background)."""
         states: dict[str, tuple[StateKind, Any]] = {}
+        # Only called once the previous background write is done (see _submit), so its
+        # buffers are free.
+        staging = self._staging if copy else None
+        if staging is not None:
+            staging.begin()
         for name, obj in self._objects(objects).items():
             try:
-                states[name] = capture(obj, copy=copy)
+                states[name] = capture(obj, copy=copy, staging=staging)
             except Exception as exc:
                 raise UnpicklableStateError(
                     f"cannot capture the state of {name!r} ({type(obj).__name__}): {exc}"
