@@ -4,6 +4,7 @@ from .errors import (
     CheckpointCorruptError,
     CheckpointFlowError,
     CheckpointLockedError,
+    CheckpointNotFoundError,
     CheckpointReadError,
     CheckpointSignatureError,
     CheckpointWriteError,
@@ -13,6 +14,7 @@ from .errors import (
 from .flow import CheckpointFlow, FlowStatus, StepStatus
 from .handlers import FsspecHandler, LocalHandler, StateHandler
 from .steps import Step
+from .training import CheckpointManager
 from .store import KeepLastRecords, KeepLatestRun
 
 __all__ = [
@@ -20,6 +22,8 @@ __all__ = [
     "CheckpointFlow",
     "CheckpointFlowError",
     "CheckpointLockedError",
+    "CheckpointManager",
+    "CheckpointNotFoundError",
     "CheckpointReadError",
     "CheckpointSignatureError",
     "CheckpointWriteError",

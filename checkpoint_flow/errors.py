@@ -37,3 +37,7 @@ class StepNotFoundError(CheckpointFlowError, ValueError):
 
 class UnpicklableStateError(CheckpointFlowError, TypeError):
     """A state value cannot be serialized."""
+
+
+class CheckpointNotFoundError(CheckpointFlowError, FileNotFoundError):
+    """A checkpoint selector (latest, best, an epoch, a file name) names no saved checkpoint."""

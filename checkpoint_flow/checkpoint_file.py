@@ -1,0 +1,129 @@
+"""What a training checkpoint file is: a sealed header followed by one value blob.
+
+Layout (integers little-endian)::
+
+    b"CFCKPT1\\n" | u64 header_len | sealed header (codec.seal) | value blob (codec.encode)
+
+The header is a small JSON record with a SHA-256 checksum and, when a key is configured, an
+HMAC. It carries the epoch, step, metrics and timestamp, plus the blob's size and hash (a keyed
+BLAKE2b when signing), so a reader checks both the header and the blob before anything is
+unpickled. Every file is self-contained: copying it elsewhere copies a loadable checkpoint.
+
+A pointer (``latest.ckpt``) is a sealed record naming the file it points to; handlers offer no
+links, and a pointer costs one small write instead of a second copy of the state.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+from .codec import EncodedValue, Signer, decode, seal, unseal
+from .errors import CheckpointCorruptError, CheckpointSignatureError
+
+FILE_MAGIC = b"CFCKPT1\n"
+POINTER_KIND = "checkpoint_flow.pointer"
+CHECKPOINT_KIND = "checkpoint_flow.training"
+FORMAT_VERSION = 1
+_LEN = struct.Struct("<Q")
+
+
+@dataclass(frozen=True)
+class OpenedFile:
+    """A verified checkpoint file: its header and its (not yet unpickled) blob."""
+
+    header: dict[str, Any]
+    blob: memoryview
+
+    def decode(self) -> Any:
+        return decode(self.blob)
+
+
+def pack(header: dict[str, Any], encoded: EncodedValue, digest: str, signer: Signer) -> list[Any]:
+    """The chunks of a checkpoint file holding ``encoded`` described by ``header``.
+
+    ``digest`` is ``signer.blob_name(encoded)``, computed once when one state goes to several files.
+    """
+    body = dict(header)
+    body["kind"] = CHECKPOINT_KIND
+    body["format"] = FORMAT_VERSION
+    body["blob"] = {
+        "size": encoded.size,
+        "hash": signer.blob_hash,
+        "digest": digest,
+    }
+    sealed = seal(body, signer)
+    return [FILE_MAGIC, _LEN.pack(len(sealed)), sealed, *encoded.chunks]
+
+
+def header_of(data: bytes | bytearray, signer: Signer, where: str) -> dict[str, Any]:
+    """Read and verify just the header of a checkpoint file."""
+    view = memoryview(data)
+    if bytes(view[: len(FILE_MAGIC)]) != FILE_MAGIC:
+        raise CheckpointCorruptError(
+            f"{where} is not a checkpoint file (bad magic {bytes(view[:8])!r}); it was "
+            "truncated, overwritten or is not a checkpoint_flow training checkpoint"
+        )
+    start = len(FILE_MAGIC) + _LEN.size
+    if view.nbytes < start:
+        raise CheckpointCorruptError(f"{where} is truncated: it ends inside its header")
+    (header_len,) = _LEN.unpack(view[len(FILE_MAGIC) : start])
+    if start + header_len > view.nbytes:
+        raise CheckpointCorruptError(f"{where} is truncated: it ends inside its header")
+    body = unseal(view[start : start + header_len], signer, where)
+    if body.get("kind") != CHECKPOINT_KIND or body.get("format") != FORMAT_VERSION:
+        raise CheckpointCorruptError(
+            f"{where} has kind {body.get('kind')!r} format {body.get('format')!r}; this version "
+            f"reads {CHECKPOINT_KIND!r} format {FORMAT_VERSION}. Upgrade checkpoint_flow to read it."
+        )
+    return body
+
+
+def open_file(data: bytes | bytearray, signer: Signer, where: str) -> OpenedFile:
+    """Verify a whole checkpoint file: header checksum and signature, then the blob's hash.
+
+    Raises CheckpointCorruptError or CheckpointSignatureError; nothing is unpickled here.
+    """
+    view = memoryview(data)
+    header = header_of(view, signer, where)
+    (header_len,) = _LEN.unpack(view[len(FILE_MAGIC) : len(FILE_MAGIC) + _LEN.size])
+    blob = view[len(FILE_MAGIC) + _LEN.size + header_len :]
+    info = header.get("blob") or {}
+    if blob.nbytes != info.get("size"):
+        raise CheckpointCorruptError(
+            f"{where} holds {blob.nbytes} bytes of state where its header says "
+            f"{info.get('size')}: the file was truncated or appended to after it was written"
+        )
+    hash_name = str(info.get("hash"))
+    if signer.enabled and hash_name != signer.blob_hash:
+        raise CheckpointSignatureError(
+            f"{where} was written without a key but a key is configured; refusing to load it"
+        )
+    if not signer.check_blob(blob, str(info.get("digest")), hash_name):
+        if signer.enabled:
+            raise CheckpointSignatureError(
+                f"{where}: the state does not match the keyed hash in its signed header; it was "
+                "altered after it was written or written with another key; refusing to load it"
+            )
+        raise CheckpointCorruptError(
+            f"{where}: the state does not match the hash in its header ({hash_name}); the file "
+            "was damaged or altered after it was written"
+        )
+    return OpenedFile(header, blob)
+
+
+def pack_pointer(target: str, signer: Signer) -> bytes:
+    return seal({"kind": POINTER_KIND, "format": FORMAT_VERSION, "target": target}, signer)
+
+
+def is_checkpoint(data: bytes | bytearray) -> bool:
+    return bytes(memoryview(data)[: len(FILE_MAGIC)]) == FILE_MAGIC
+
+
+def pointer_target(data: bytes | bytearray, signer: Signer, where: str) -> str:
+    body = unseal(data, signer, where)
+    target = body.get("target")
+    if body.get("kind") != POINTER_KIND or not isinstance(target, str):
+        raise CheckpointCorruptError(f"{where} is neither a checkpoint file nor a pointer to one")
+    return target
