@@ -14,8 +14,8 @@ from .errors import (
 from .flow import CheckpointFlow, FlowStatus, StepStatus
 from .handlers import FsspecHandler, LocalHandler, StateHandler
 from .steps import Step
-from .training import CheckpointManager
 from .store import KeepLastRecords, KeepLatestRun
+from .training import CheckpointManager
 
 __all__ = [
     "CheckpointCorruptError",

@@ -75,7 +75,8 @@ def header_of(data: bytes | bytearray, signer: Signer, where: str) -> dict[str, 
     if body.get("kind") != CHECKPOINT_KIND or body.get("format") != FORMAT_VERSION:
         raise CheckpointCorruptError(
             f"{where} has kind {body.get('kind')!r} format {body.get('format')!r}; this version "
-            f"reads {CHECKPOINT_KIND!r} format {FORMAT_VERSION}. Upgrade checkpoint_flow to read it."
+            f"reads {CHECKPOINT_KIND!r} format {FORMAT_VERSION}. Upgrade checkpoint_flow to "
+            "read it."
         )
     return body
 

@@ -275,7 +275,8 @@ def test_expired_record_is_taken_over_with_a_warning(
 def test_live_record_of_another_machine_is_respected(new_handler: HandlerFactory) -> None:
     handler = new_handler()
     _plant(handler, expires_at=time.time() + 600)
-    with pytest.raises(CheckpointLockedError, match="pid 4242 on host elsewhere since .*expires at"):
+    expected = "pid 4242 on host elsewhere since .*expires at"
+    with pytest.raises(CheckpointLockedError, match=expected):
         run_lock(handler, ttl_s=0.5).acquire()
     assert _record(handler)["pid"] == 4242
 
