@@ -44,6 +44,8 @@ RECORD_NAME = "lock.json"
 FILE_LOCK_NAME = "lock"
 TAKEOVER_PREFIX = "lock-takeover"
 _HOLDER_RECORD_WAIT_S = 1.0
+# Tokens of the locks this process holds right now.
+_HELD_TOKENS: set[str] = set()
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,8 @@ class RunLock:
         if not self._held:
             return
         self._held = False
+        if self.holder is not None:
+            _HELD_TOKENS.discard(self.holder.token)
         try:
             self._release()
         finally:
@@ -147,7 +151,17 @@ class RunLock:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.release()
+        if exc is None:
+            self.release()
+            return
+        # The run's own error says what happened; a failure to release (storage gone, say)
+        # must not replace it. A record lock left behind expires after its ttl.
+        try:
+            self.release()
+        except Exception as release_error:  # noqa: BLE001
+            logger.error(
+                "could not release the run lock on %s: %s", self.handler.location, release_error
+            )
 
     def _acquire(self) -> None:
         raise NotImplementedError
@@ -172,11 +186,13 @@ class FileRunLock(RunLock):
         except Timeout:
             raise self._locked_error() from None
         holder = _new_holder(expires_at=None)
+        _HELD_TOKENS.add(holder.token)
         try:
             # A record left by a holder that was killed is simply replaced: the file lock, not
             # the record, decides who holds the location.
             self.handler.write(RECORD_NAME, _encode(holder))
         except BaseException:
+            _HELD_TOKENS.discard(holder.token)
             self._file_lock.release()
             raise
         self.holder = holder
@@ -238,14 +254,14 @@ class RecordRunLock(RunLock):
     def _acquire(self) -> None:
         now = time.time()
         mine = _new_holder(expires_at=now + self.ttl_s)
-        if not self.handler.create(RECORD_NAME, _encode(mine)):
-            observed = _read_record(self.handler)
-            if observed is None:
-                # Released between our create and our read: one more try, no loop.
-                if not self.handler.create(RECORD_NAME, _encode(mine)):
-                    raise self._locked_error(_read_record(self.handler))
-            else:
-                self._take_over(observed, mine)
+        # Registered before the record exists, so another thread of this process never takes
+        # a record it is about to see for one this process abandoned.
+        _HELD_TOKENS.add(mine.token)
+        try:
+            self._create_or_take_over(mine)
+        except BaseException:
+            _HELD_TOKENS.discard(mine.token)
+            raise
         self.holder = mine
         self._stop.clear()
         self._heartbeat = threading.Thread(
@@ -261,6 +277,17 @@ class RecordRunLock(RunLock):
             mine.token,
             self.ttl_s,
         )
+
+    def _create_or_take_over(self, mine: LockHolder) -> None:
+        if self.handler.create(RECORD_NAME, _encode(mine)):
+            return
+        observed = _read_record(self.handler)
+        if observed is None:
+            # Released between our create and our read: one more try, no loop.
+            if not self.handler.create(RECORD_NAME, _encode(mine)):
+                raise self._locked_error(_read_record(self.handler))
+        else:
+            self._take_over(observed, mine)
 
     def _take_over(self, observed: _Observed, mine: LockHolder) -> None:
         """Replace a stale record with ours, or raise CheckpointLockedError."""
@@ -477,12 +504,14 @@ def _is_stale(holder: LockHolder, machine: str | None, now: float) -> bool:
     """True if the record's holder is known to be gone: expired, or dead on this machine."""
     if holder.expires_at is not None and holder.expires_at < now:
         return True
-    return (
-        holder.host == socket.gethostname()
-        and machine is not None
-        and machine == _machine_id()
-        and not _pid_alive(holder.pid)
-    )
+    if not (holder.host == socket.gethostname() and machine is not None
+            and machine == _machine_id()):
+        return False
+    if holder.pid == os.getpid():
+        # This process wrote it but no lock object here holds it any more: a release that
+        # failed (storage unreachable) left it behind.
+        return holder.token not in _HELD_TOKENS
+    return not _pid_alive(holder.pid)
 
 
 def _machine_id() -> str | None:
