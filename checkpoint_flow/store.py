@@ -197,7 +197,9 @@ class Store:
             "size": encoded.size,
             "type": _type_name(value),
         }
-        if name in self._known_blobs:
+        # Another process may have collected the blob since this one saw it; a HEAD is far
+        # cheaper than the hashing already done, and naming a missing blob loses the value.
+        if name in self._known_blobs and self.handler.exists(blob_path(name)):
             return entry, 0
         try:
             self.handler.write(blob_path(name), encoded.chunks)

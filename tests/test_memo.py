@@ -330,3 +330,22 @@ def test_apply_checkpoint_on_s3_with_storage_options(s3):
 def test_cached_rejects_an_empty_key(cp):
     with pytest.raises(ValueError, match="non-empty"):
         cp.cached(key="")
+
+
+def test_entry_stored_again_after_another_process_collected_its_blob(tmp_path):
+    cp = CheckpointFlow(tmp_path / "c")
+    calls = []
+
+    @cp.cached
+    def f(x):
+        calls.append(x)
+        return bytes(100) + bytes([x])
+
+    f(1)
+    other = CheckpointFlow(tmp_path / "c")  # e.g. `checkpoint-flow rm` and `gc` meanwhile
+    memo.remove(other.store, "")
+    other.gc()
+    assert f(1) == bytes(100) + b"\x01"
+    assert f(1) == bytes(100) + b"\x01"
+    assert calls == [1, 1]
+    assert cp.verify() == []
