@@ -349,3 +349,25 @@ def test_entry_stored_again_after_another_process_collected_its_blob(tmp_path):
     assert f(1) == bytes(100) + b"\x01"
     assert calls == [1, 1]
     assert cp.verify() == []
+
+
+def test_entry_removed_by_another_process_on_s3_is_a_miss(s3):
+    _fs, bucket, options = s3
+    location = f"s3://{bucket}/c"
+    cp = CheckpointFlow(location, storage_options=options)
+    calls = []
+
+    @cp.cached
+    def f(x):
+        calls.append(x)
+        return [x] * 10
+
+    f(1)
+    assert len(cp.handler.list("memo")) == 1  # a listing this process may cache
+    other = CheckpointFlow(location, storage_options=options)
+    memo.remove(other.store, "")
+    other.gc()
+    assert f(1) == [1] * 10
+    assert f(1) == [1] * 10
+    assert calls == [1, 1]
+    assert cp.verify() == []
