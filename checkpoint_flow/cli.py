@@ -209,7 +209,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.json:
         _print_json({"step": step, "label": label, "keys": keys, "repr": value_repr})
         return 0
-    print(f"{label} at {flow.location}:")
+    print(f"location: {flow.location}")
+    print(f"{label}:")
     if keys:
         rows = [[str(k["key"]), str(k["type"]), _size(k["size"])] for k in keys]
         print("\n".join(_table(["key", "type", "size"], rows)))

@@ -261,8 +261,10 @@ def test_rm_by_prefix_then_gc_frees_the_blobs(where):
     assert "2 unreferenced blob(s)" in collected.stdout
     assert len(where.open().handler.list("blobs")) == blobs - 2
     assert where.open().verify() == []
-    embed(1)
+    assert embed(1) == bytes([1]) * 4000  # recomputed: its blob was collected
+    assert embed(1) == bytes([1]) * 4000  # and stored again, readable
     assert calls == [1, 2, 1]
+    assert where.open().verify() == []
     assert "missing" in cli(*where.args("rm", "--prefix", "missing")).stdout
 
 
