@@ -13,6 +13,7 @@ from .errors import (
 )
 from .flow import CheckpointFlow, FlowStatus, StepStatus
 from .handlers import FsspecHandler, LocalHandler, StateHandler
+from .memo import apply_checkpoint, set_checkpoint_dir, set_checkpoint_file
 from .steps import Step
 from .store import KeepLastRecords, KeepLatestRun
 from .training import CheckpointManager
@@ -37,5 +38,8 @@ __all__ = [
     "StepNotFoundError",
     "StepStatus",
     "UnpicklableStateError",
+    "apply_checkpoint",
+    "set_checkpoint_dir",
+    "set_checkpoint_file",
 ]
 __version__ = "0.1.0"

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, overload
 
+from . import memo
 from .codec import Signer, encode
 from .errors import StepNotFoundError
 from .handlers import StateHandler, resolve_handler
@@ -360,6 +361,13 @@ class CheckpointFlow:
             return dict(record, resume=name, state=before)
 
         self._amend(rewound, f"rewind to {step!r}")
+
+    def cached(self, fn: Callable[..., Any] | None = None, *, key: str | None = None) -> Any:
+        """Memoize a function's result in this flow's store; see ``memo.cached``.
+
+        Usable bare (``@cp.cached``) or with a key prefix (``@cp.cached(key="embed")``).
+        """
+        return memo.cached(self.store, fn, key=key)
 
     def gc(self) -> tuple[int, int]:
         """Apply the retention rule now; returns (records, blobs) deleted."""

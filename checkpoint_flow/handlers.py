@@ -283,7 +283,11 @@ class FsspecHandler:
 
     @_transport_errors
     def exists(self, name: str) -> bool:
-        return self.fs.exists(self.path(name))
+        path = self.path(name)
+        # Listing caches (s3fs's dircache) answer from this process's last listing and miss
+        # what other processes wrote or deleted since.
+        self._invalidate(path)
+        return self.fs.exists(path)
 
     @_transport_errors
     def delete(self, name: str) -> None:

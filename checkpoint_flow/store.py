@@ -84,7 +84,6 @@ class Store:
     handler: StateHandler
     signer: Signer = field(default_factory=lambda: Signer(None))
     _remembered: dict[str, _Remembered] = field(default_factory=dict, repr=False)
-    _known_blobs: set[str] = field(default_factory=set, repr=False)
     _last_seq: int | None = field(default=None, repr=False)
 
     @property
@@ -113,12 +112,18 @@ class Store:
             if remembered is not None and remembered.value is value:
                 manifest[key] = remembered.entry
                 continue
-            encoded = self._encode(key, value, step)
+            what = f"state[{key!r}] after step {step!r}"
+            encoded = self._encode(
+                value,
+                what,
+                " Keep it in `data` (and write it with the step's saver) instead of `state`; "
+                "the previous checkpoint is untouched.",
+            )
             before = previous.get(key)
             if before is not None and before.get("digest") == encoded.digest:
                 entry = before
             else:
-                entry, size = self._put_blob(encoded, value, step=step, key=key)
+                entry, size = self._put_blob(encoded, value, what=what)
                 written += size
             manifest[key] = entry
             self._remember(key, value, entry)
@@ -133,10 +138,20 @@ class Store:
         return state
 
     def load_value(self, entry: Mapping[str, Any], *, step: str, key: str) -> Any:
+        where = f"value {key!r} of the snapshot before step {step!r} (blob {entry['blob']})"
+        return self.get_value(entry, where=where)
+
+    def put_value(self, value: Any, *, what: str) -> tuple[dict[str, Any], int]:
+        """Write one value as a blob (unless already stored); return its entry and bytes written.
+
+        ``what`` names the value in messages. Raises UnpicklableStateError, CheckpointWriteError.
+        """
+        return self._put_blob(self._encode(value, what), value, what=what)
+
+    def get_value(self, entry: Mapping[str, Any], *, where: str) -> Any:
+        """Read, verify and decode the blob an entry names; ``where`` names it in messages."""
         blob = entry["blob"]
-        where = (
-            f"value {key!r} of the snapshot before step {step!r} (blob {blob}) at {self.location}"
-        )
+        where = f"{where} at {self.location}"
         data = self.read_blob(blob, where)
         try:
             return decode(data)
@@ -164,21 +179,18 @@ class Store:
                 f"{where} does not match its hash: the blob was altered or truncated. Rerun "
                 "with on_corrupt='previous' to fall back to an intact snapshot."
             )
-        self._known_blobs.add(blob)
         return data
 
-    def _encode(self, key: str, value: Any, step: str) -> EncodedValue:
+    def _encode(self, value: Any, what: str, remedy: str = "") -> EncodedValue:
         try:
             return encode(value)
         except (pickle.PicklingError, TypeError, AttributeError, RecursionError) as exc:
             raise UnpicklableStateError(
-                f"state[{key!r}] ({_type_name(value)}) after step {step!r} cannot be pickled: "
-                f"{exc}. Keep it in `data` (and write it with the step's saver) instead of "
-                "`state`; the previous checkpoint is untouched."
+                f"{what} ({_type_name(value)}) cannot be pickled: {exc}.{remedy}"
             ) from exc
 
     def _put_blob(
-        self, encoded: EncodedValue, value: Any, *, step: str, key: str
+        self, encoded: EncodedValue, value: Any, *, what: str
     ) -> tuple[dict[str, Any], int]:
         name = self.signer.blob_name(encoded)
         entry = {
@@ -187,21 +199,18 @@ class Store:
             "size": encoded.size,
             "type": _type_name(value),
         }
-        if name in self._known_blobs:
-            return entry, 0
         try:
             # Never rewrite a stored blob: on a store without atomic writes a failed rewrite
-            # could damage content that an older snapshot still names.
+            # could damage content that an older snapshot still names. Ask the store rather
+            # than a cache: another process may have collected the blob since.
             if self.handler.exists(blob_path(name)):
-                self._known_blobs.add(name)
                 return entry, 0
             self.handler.write(blob_path(name), encoded.chunks)
         except OSError as exc:
             raise CheckpointWriteError(
-                f"could not write state[{key!r}] after step {step!r} to {self.location}: {exc}. "
+                f"could not write {what} to {self.location}: {exc}. "
                 "The previous checkpoint is intact; fix the storage problem and rerun."
             ) from exc
-        self._known_blobs.add(name)
         return entry, encoded.size
 
     def _remember(self, key: str, value: Any, entry: dict[str, Any]) -> None:
@@ -367,15 +376,37 @@ class Store:
             blob = path.rsplit("/", 1)[-1]
             if blob not in referenced:
                 self.handler.delete(path)
-                self._known_blobs.discard(blob)
                 removed += 1
         return dropped, removed
 
     def _root_records(self) -> list[str]:
         names: list[str] = []
         for root in GC_ROOTS:
-            names.extend(n for n in self.handler.list(root) if n.endswith(".rec"))
+            names.extend(self.root_record_names(root))
         return names
+
+    def root_record_names(self, root: str) -> list[str]:
+        """The sealed records under one of the GC_ROOTS folders, sorted."""
+        if root not in GC_ROOTS:
+            raise ValueError(f"{root!r} is not a collection root; roots are: {GC_ROOTS}")
+        return [n for n in self.handler.list(root) if n.endswith(".rec")]
+
+    def write_root_record(self, name: str, body: dict[str, Any]) -> None:
+        """Seal ``body`` and write it at ``name`` (under a GC_ROOTS folder), replacing it atomically.
+
+        Its ``"blobs"`` must already be written: collection keeps them alive while it exists.
+        """
+        if name.split("/", 1)[0] not in GC_ROOTS or not name.endswith(".rec"):
+            raise ValueError(f"{name!r} is not a record name under one of {GC_ROOTS}")
+        body = dict(body, format=FORMAT_VERSION, written_at=time.time(),
+                    hash=self.signer.blob_hash)
+        try:
+            self.handler.write(name, seal(body, self.signer))
+        except OSError as exc:
+            raise CheckpointWriteError(
+                f"could not write {name} at {self.location}: {exc}. Nothing else was changed; "
+                "fix the storage problem and retry."
+            ) from exc
 
 
 def _read_error(what: str, exc: OSError) -> CheckpointReadError:

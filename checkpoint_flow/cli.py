@@ -1,0 +1,413 @@
+"""The checkpoint-flow command: inspect and manage checkpoints without writing Python.
+
+Exit codes: 0 ok, 1 a problem found (missing or damaged checkpoint, unknown step...), 2 bad
+usage. Errors are one line on stderr; inspecting a location never creates it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import re
+import sys
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from . import memo
+from .errors import CheckpointFlowError
+from .flow import CheckpointFlow
+from .handlers import LocalHandler
+from .store import GC_ROOTS, Manifest
+
+PROG = "checkpoint-flow"
+_REPR_LIMIT = 2000
+
+
+class UsageError(Exception):
+    """The command line asks for something that cannot be done as asked (exit 2)."""
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def _storage_option(text: str) -> tuple[str, Any]:
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = raw
+    return key, value
+
+
+def _open(args: argparse.Namespace) -> CheckpointFlow:
+    options = dict(args.storage_option or [])
+    if options and "://" not in args.location:
+        raise UsageError(
+            "--storage-option applies to URL locations (s3://...), not to the local path "
+            f"{args.location!r}"
+        )
+    return CheckpointFlow(args.location, storage_options=options or None, key=args.signing_key)
+
+
+def _require_checkpoint(flow: CheckpointFlow) -> None:
+    """Raise unless the location holds flow records or memoized entries."""
+    handler = flow.handler
+    if isinstance(handler, LocalHandler) and not handler.root.exists():
+        raise CheckpointFlowError(f"no such location: {flow.location}")
+    if flow.store.record_names():
+        return
+    if any(flow.store.root_record_names(root) for root in GC_ROOTS):
+        return
+    raise CheckpointFlowError(f"no checkpoint at {flow.location}")
+
+
+def _require_record(flow: CheckpointFlow) -> dict[str, Any]:
+    _require_checkpoint(flow)
+    record = flow.store.latest_record()
+    if record is None:
+        raise CheckpointFlowError(
+            f"no flow run recorded at {flow.location} (it holds memoized calls only)"
+        )
+    return record
+
+
+def _step_ref(text: str, names: Sequence[str]) -> int | str:
+    if text not in names and re.fullmatch(r"-?\d+", text):
+        return int(text)
+    return text
+
+
+def _when(t: float | None) -> str:
+    return "-" if t is None else datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    value = float(n)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    raise AssertionError("unreachable")
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+    return lines
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, sort_keys=True, default=str))
+
+
+def _short_repr(value: Any) -> str:
+    text = repr(value)
+    if len(text) > _REPR_LIMIT:
+        return f"{text[:_REPR_LIMIT]}... ({len(text)} characters in all)"
+    return text
+
+
+# -- commands -----------------------------------------------------------------------------------
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    flow = _open(args)
+    _require_checkpoint(flow)
+    status = flow.status()
+    entries = memo.entries(flow.store)
+    if args.json:
+        _print_json(
+            {
+                "location": status.location,
+                "steps": [dataclasses.asdict(s) for s in status.steps],
+                "resume_at": status.resume_at,
+                "last_run": status.last_run,
+                "memo": [dataclasses.asdict(e) for e in entries],
+            }
+        )
+        return 0
+    print(f"checkpoint flow at {status.location}")
+    if status.steps:
+        rows = [
+            [
+                "->" if s.name == status.resume_at else "",
+                str(s.position),
+                s.name,
+                s.status,
+                "-" if s.duration_s is None else f"{s.duration_s:.2f}s",
+                _size(s.bytes_written),
+            ]
+            for s in status.steps
+        ]
+        print()
+        print("\n".join(_table(["", "#", "step", "status", "last took", "written"], rows)))
+        print()
+        print(
+            f"next run starts at: {status.resume_at}" if status.resume_at
+            else "next run starts at the beginning"
+        )
+    else:
+        print("no flow run recorded")
+    run = status.last_run
+    if run:
+        outcome = run.get("outcome")
+        if run.get("failed_step"):
+            outcome = f"{outcome} at step {run['failed_step']}"
+        print(
+            f"last run: started {_when(run.get('started_at'))}, ended "
+            f"{_when(run.get('ended_at'))}, {outcome}"
+        )
+    print()
+    if entries:
+        print(f"memoized calls ({len(entries)}):")
+        rows = [[e.key, _size(e.size), _when(e.created_at)] for e in entries]
+        print("\n".join(_table(["key", "size", "created"], rows)))
+    else:
+        print("memoized calls: none")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    flow = _open(args)
+    record = _require_record(flow)
+    names = list(record.get("order", []))
+    steps = record.get("steps", {})
+    manifest: Manifest | None
+    if args.step is not None:
+        step: str | None = names[CheckpointFlow._index_of(_step_ref(args.step, names), names)]
+        manifest = steps.get(step, {}).get("before")
+        if manifest is None:
+            raise CheckpointFlowError(f"step {step!r} has never run at {flow.location}; no state")
+        label = f"state before step {step!r}"
+    elif record.get("resume"):
+        step = record["resume"]
+        manifest = steps.get(step, {}).get("before") or record.get("state")
+        label = f"state before step {step!r}, where the next run starts"
+    else:
+        step = None
+        manifest = record.get("state")
+        label = "state left by the last run (the next run starts at the beginning)"
+    manifest = manifest or {}
+    keys = [{"key": k, "type": e.get("type"), "size": e.get("size")} for k, e in manifest.items()]
+    value_repr = None
+    if args.value is not None:
+        if args.value not in manifest:
+            raise CheckpointFlowError(
+                f"no key {args.value!r} in the {label}; keys: {', '.join(manifest) or 'none'}"
+            )
+        where = f"value {args.value!r} of the {label}"
+        value = flow.store.get_value(manifest[args.value], where=where)
+        value_repr = _short_repr(value)
+        keys = [k for k in keys if k["key"] == args.value]
+    if args.json:
+        _print_json({"step": step, "label": label, "keys": keys, "repr": value_repr})
+        return 0
+    print(f"location: {flow.location}")
+    print(f"{label}:")
+    if keys:
+        rows = [[str(k["key"]), str(k["type"]), _size(k["size"])] for k in keys]
+        print("\n".join(_table(["key", "type", "size"], rows)))
+    else:
+        print("(empty)")
+    if value_repr is not None:
+        print()
+        print(value_repr)
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    flow = _open(args)
+    record = _require_record(flow)
+    runs = list(record.get("history", []))
+    if args.json:
+        _print_json(runs)
+        return 0
+    rows = [
+        [
+            str(r.get("id", ""))[:8],
+            _when(r.get("started_at")),
+            _when(r.get("ended_at")),
+            str(r.get("outcome")),
+            str(r.get("first_step") or "-"),
+            str(r.get("failed_step") or "-"),
+            f"{r.get('host')}:{r.get('pid')}",
+        ]
+        for r in runs
+    ]
+    print(f"runs at {flow.location}, oldest first:")
+    headers = ["run", "started", "ended", "outcome", "from step", "failed at", "host:pid"]
+    print("\n".join(_table(headers, rows)))
+    return 0
+
+
+def cmd_rewind(args: argparse.Namespace) -> int:
+    flow = _open(args)
+    record = _require_record(flow)
+    names = list(record.get("order", []))
+    name = names[CheckpointFlow._index_of(_step_ref(args.step, names), names)]
+    flow.rewind(name)
+    ran_at = record.get("steps", {}).get(name, {}).get("ran_at")
+    print(
+        f"the next run at {flow.location} starts at step {name!r} "
+        f"({names.index(name) + 1}/{len(names)}) with the state it received on {_when(ran_at)}"
+    )
+    return 0
+
+
+def cmd_reset(args: argparse.Namespace) -> int:
+    if not args.yes and (sys.stdin is None or sys.stdin.closed or not sys.stdin.isatty()):
+        raise UsageError("reset needs confirmation and stdin is not a terminal; pass --yes")
+    flow = _open(args)
+    record = _require_record(flow)
+    if not args.yes:
+        where = f"step {record['resume']!r}" if record.get("resume") else "no step"
+        try:
+            answer = input(
+                f"Forget the resume point at {flow.location} (now {where})? The next run starts "
+                "at the beginning. [y/N] "
+            )
+        except EOFError:
+            answer = ""
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing changed")
+            return 1
+    flow.reset()
+    print(f"the next run at {flow.location} starts at the beginning")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    flow = _open(args)
+    _require_checkpoint(flow)
+    problems = flow.verify()
+    if problems:
+        for problem in problems:
+            print(problem)
+        print(f"{len(problems)} problem(s) found at {flow.location}", file=sys.stderr)
+        return 1
+    records = len(flow.store.record_names())
+    entries = len(flow.store.root_record_names(memo.MEMO))
+    print(f"ok: {records} record(s) and {entries} memoized call(s) at {flow.location} are intact")
+    return 0
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    flow = _open(args)
+    _require_checkpoint(flow)
+    records, blobs = flow.gc()
+    print(f"deleted {records} old record(s) and {blobs} unreferenced blob(s) at {flow.location}")
+    return 0
+
+
+def cmd_rm(args: argparse.Namespace) -> int:
+    flow = _open(args)
+    _require_checkpoint(flow)
+    removed = memo.remove(flow.store, args.prefix)
+    for entry in removed:
+        print(f"removed {entry.key}")
+    print(
+        f"removed {len(removed)} memoized call(s) starting with {args.prefix!r}; their "
+        f"{_size(sum(e.size for e in removed))} are freed by `{PROG} gc {flow.location}`"
+    )
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(args.dir)
+    return 0
+
+
+# -- parser -------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    location = argparse.ArgumentParser(add_help=False)
+    location.add_argument("location", help="a directory or an fsspec URL such as s3://bucket/run")
+    location.add_argument(
+        "--storage-option",
+        metavar="KEY=VALUE",
+        type=_storage_option,
+        action="append",
+        help="passed to fsspec for URL locations; VALUE is parsed as JSON when it parses "
+        "(repeatable)",
+    )
+    location.add_argument(
+        "--key",
+        dest="signing_key",
+        help="key of signed checkpoints (default: the CHECKPOINT_FLOW_KEY environment variable)",
+    )
+    as_json = argparse.ArgumentParser(add_help=False)
+    as_json.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Inspect and manage checkpoint_flow checkpoints."
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name: str, func: Callable[[argparse.Namespace], int], help_text: str,
+            parents: Sequence[argparse.ArgumentParser] = ()) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text, parents=list(parents))
+        p.set_defaults(func=func)
+        return p
+
+    add("ls", cmd_ls, "steps, their status and the resume point; memoized calls",
+        [location, as_json])
+    p = add("show", cmd_show, "the saved state before a step (keys, types, sizes; a value)",
+            [location, as_json])
+    p.add_argument("--step", help="step name or index (default: where the next run starts)")
+    p.add_argument(
+        "value", nargs="?", metavar="KEY", help="show a truncated repr of this value (unpickles it)"
+    )
+    add("history", cmd_history, "past runs and their outcomes", [location, as_json])
+    p = add("rewind", cmd_rewind, "make the next run start at STEP with its saved state",
+            [location])
+    p.add_argument("step", help="step name or index")
+    p = add("reset", cmd_reset, "forget the resume point: the next run starts at the beginning",
+            [location])
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    add("verify", cmd_verify, "check every record and blob; exit 1 naming what is damaged",
+        [location])
+    add("gc", cmd_gc, "apply retention now: drop old records and unreferenced blobs", [location])
+    p = add("rm", cmd_rm, "remove memoized calls by key prefix (blobs are freed by gc)",
+            [location])
+    p.add_argument("--prefix", required=True, help="remove entries whose key starts with this")
+    p = add("demo", cmd_demo, "run the quick-start story: a step fails, is fixed, and resumes")
+    p.add_argument("--dir", help="where to put the checkpoint (default: a new temp directory)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code."""
+    parser = build_parser()
+    # argparse assigns positionals before it sees options, so `show LOC --step S KEY` would leave
+    # KEY unrecognized; hand it to show here.
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command == "show" and args.value is None and len(extra) == 1 \
+            and not extra[0].startswith("-"):
+        args.value, extra = extra[0], []
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        return int(args.func(args))
+    except UsageError as exc:
+        parser.exit(2, f"{PROG}: error: {exc}\n")
+    except (CheckpointFlowError, OSError, ValueError) as exc:
+        print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
+        return 1
+    raise AssertionError("unreachable")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError):
+        return f"{type(exc).__name__}: {text}"
+    return text
