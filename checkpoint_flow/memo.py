@@ -137,9 +137,10 @@ def argument_digest(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[
     bound.apply_defaults()
     h = hashlib.sha256()
     params = inspect.signature(fn).parameters
-    for param, value in bound.arguments.items():
+    for param, given in bound.arguments.items():
+        value = given
         if params[param].kind is inspect.Parameter.VAR_KEYWORD:
-            value = dict(sorted(value.items()))
+            value = dict(sorted(given.items()))
         try:
             digest = encode(value).digest
         # Objects refuse pickling with many exception types; each means this argument cannot

@@ -392,7 +392,7 @@ class Store:
         return [n for n in self.handler.list(root) if n.endswith(".rec")]
 
     def write_root_record(self, name: str, body: dict[str, Any]) -> None:
-        """Seal ``body`` and write it at ``name`` (under a GC_ROOTS folder), replacing it atomically.
+        """Seal ``body`` and write it at ``name`` (under a GC_ROOTS folder), atomically.
 
         Its ``"blobs"`` must already be written: collection keeps them alive while it exists.
         """
