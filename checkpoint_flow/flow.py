@@ -17,7 +17,7 @@ from .errors import StepNotFoundError
 from .handlers import StateHandler, resolve_handler
 from .locks import run_lock
 from .policies import LoadPolicy, load_policy_from
-from .steps import Loader, Saver, Step, StepFunction
+from .steps import Loader, Saver, Step, StepContext, StepFunction
 from .store import KeepLatestRun, Manifest, Store, manifest_blobs
 
 logger = logging.getLogger("checkpoint_flow")
@@ -462,6 +462,7 @@ class _Run:
         step = self.steps[index]
         started = time.perf_counter()
         info = self.recorded.setdefault(step.name, {})
+        context = StepContext(self.store, self.flow.location, self.run_info["id"], before)
         try:
             if self.policy(index, self.start):
                 loaded = step.load(state) if step.load is not None else None
@@ -472,7 +473,7 @@ class _Run:
                             f"{type(loaded).__name__}; a loader returns a dict of data"
                         )
                     data.update(loaded)
-            state = step.call(state, data)
+            state = step.call(state, data, context)
             if step.save is not None:
                 step.save(state, data)
             saved = self.store.save_state(state, before, step=step.name)
@@ -489,6 +490,7 @@ class _Run:
         if following is not None:
             self.recorded.setdefault(following, {})["before"] = saved.manifest
         self._commit(resume=following, state=saved.manifest)
+        context.committed()
         logger.info(
             "step %r ran in %.3f s, wrote %d bytes", step.name, duration, saved.bytes_written
         )
