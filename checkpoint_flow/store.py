@@ -287,6 +287,37 @@ class Store:
         self._last_seq = seq
         return name
 
+    # -- records below the GC roots (memoized calls, fan-out items) ---------------------------
+
+    def put_root_record(self, name: str, body: dict[str, Any]) -> None:
+        """Seal ``body`` and create it as ``name`` below one of ``GC_ROOTS``.
+
+        The blobs the body lists under ``"blobs"`` must already be written; collection keeps
+        them until the record is deleted. Raises CheckpointWriteError if ``name`` exists.
+        """
+        if name.split("/", 1)[0] not in GC_ROOTS or not name.endswith(".rec"):
+            raise ValueError(f"{name!r} is not a record name below one of {GC_ROOTS}")
+        body = dict(body, format=FORMAT_VERSION, written_at=time.time(),
+                    hash=self.signer.blob_hash)
+        try:
+            created = self.handler.create(name, seal(body, self.signer))
+        except OSError as exc:
+            raise CheckpointWriteError(f"could not write {name} at {self.location}: {exc}") from exc
+        if not created:
+            raise CheckpointWriteError(
+                f"{name} at {self.location} already exists; two runs are using the same location"
+            )
+
+    def root_record_names(self, folder: str) -> list[str]:
+        """The record names below ``folder`` (a GC root or a folder inside one), sorted."""
+        return [n for n in self.handler.list(folder) if n.endswith(".rec")]
+
+    def delete_root_record(self, name: str) -> None:
+        """Delete a record below a GC root; its blobs become collectable."""
+        if name.split("/", 1)[0] not in GC_ROOTS:
+            raise ValueError(f"{name!r} is not a record below one of {GC_ROOTS}")
+        self.handler.delete(name)
+
     # -- integrity and collection ---------------------------------------------------------------
 
     def verify_record(self, body: Mapping[str, Any]) -> None:
