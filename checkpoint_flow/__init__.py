@@ -6,12 +6,14 @@ from .errors import (
     CheckpointLockedError,
     CheckpointSignatureError,
     CheckpointWriteError,
+    FanOutError,
     StepNotFoundError,
     UnpicklableStateError,
 )
+from .fanout import MapStep
 from .flow import CheckpointFlow, FlowStatus, StepStatus
 from .handlers import FsspecHandler, LocalHandler, StateHandler
-from .steps import Step
+from .steps import Step, StepContext
 from .store import KeepLastRecords, KeepLatestRun
 
 __all__ = [
@@ -21,13 +23,16 @@ __all__ = [
     "CheckpointLockedError",
     "CheckpointSignatureError",
     "CheckpointWriteError",
+    "FanOutError",
     "FlowStatus",
     "FsspecHandler",
     "KeepLastRecords",
     "KeepLatestRun",
     "LocalHandler",
+    "MapStep",
     "StateHandler",
     "Step",
+    "StepContext",
     "StepNotFoundError",
     "StepStatus",
     "UnpicklableStateError",

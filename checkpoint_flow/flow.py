@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, overload
 
+from . import fanout
 from .codec import Signer, encode
 from .errors import StepNotFoundError
 from .handlers import StateHandler, resolve_handler
@@ -168,6 +169,8 @@ class CheckpointFlow:
                 return step
         self._steps.append(step)
         return step
+
+    map_step = fanout.map_step
 
     def remove_step(self, name: str) -> None:
         """Forget a registered step."""
