@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import logging
+import pickle
 import time
 import types
 from collections.abc import Callable, Hashable, Iterable, Mapping
@@ -52,6 +53,7 @@ IN_FLIGHT = 128
 _LOG_EVERY_S = 10.0
 _BATCH_KEY = "fan-out batch"
 _NAMED_FAILURES = 5
+_PLAIN_KEYS = (str, int, bytes, float)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,7 +70,7 @@ class MapStep(Step):
     executor: Executor | None = None
     max_failures: int | None = 1
     retries: int = 0
-    commit_every: int = 100
+    commit_every: int = 1000
     commit_interval_s: float = 5.0
     progress: bool = False
     takes_state: bool = False
@@ -85,7 +87,7 @@ class MapStep(Step):
         executor: Executor | None = None,
         max_failures: int | None = 1,
         retries: int = 0,
-        commit_every: int = 100,
+        commit_every: int = 1000,
         commit_interval_s: float = 5.0,
         progress: bool = False,
     ) -> MapStep:
@@ -171,7 +173,7 @@ def map_step(
     executor: Executor | None = None,
     max_failures: int | None = 1,
     retries: int = 0,
-    commit_every: int = 100,
+    commit_every: int = 1000,
     commit_interval_s: float = 5.0,
     progress: bool = False,
 ) -> Callable[[F], F]:
@@ -261,7 +263,7 @@ class _FanOut:
             self.progress.close()
         self._commit()
         if self.failures:
-            raise self._error(len(todo))
+            raise self._error()
         self.context.on_committed.append(self._clean_up)
         return [self.done[d] for d in self.digests]
 
@@ -322,8 +324,10 @@ class _FanOut:
         in_flight: dict[Future[Any], tuple[int, int]] = {}
 
         def submit(index: int, attempt: int) -> None:
-            # The attempt number keeps retries distinct for executors that deduplicate calls.
-            in_flight[executor.submit(_apply, task, self.items[index], attempt)] = (index, attempt)
+            # Executors that cache calls by their arguments (dask assumes pure functions) would
+            # hand back an earlier run's failure; the run id and attempt make each call unique.
+            call = f"{self.context.run_id}:{attempt}"
+            in_flight[executor.submit(_apply, task, self.items[index], call)] = (index, attempt)
 
         def fill() -> None:
             while len(in_flight) < IN_FLIGHT and not self._stopped():
@@ -434,7 +438,7 @@ class _FanOut:
             self.store.delete_root_record(name)
         logger.debug("map step %r: removed %d item records", self.step.name, len(names))
 
-    def _error(self, attempted: int) -> FanOutError:
+    def _error(self) -> FanOutError:
         failed = sorted(self.failures)
         named = ", ".join(repr(self.keys[i]) for i in failed[:_NAMED_FAILURES])
         more = f" and {len(failed) - _NAMED_FAILURES} more" if len(failed) > _NAMED_FAILURES else ""
@@ -497,7 +501,7 @@ class _Progress:
 # -- tasks sent to executors -----------------------------------------------------------------------
 
 
-def _apply(task: Callable[[Any], Any], item: Any, attempt: int) -> Any:
+def _apply(task: Callable[[Any], Any], item: Any, call: str) -> Any:
     return task(item)
 
 
@@ -570,8 +574,11 @@ def _item_key(step: MapStep, item: Any) -> Any:
 
 
 def _key_digest(step: MapStep, key: Any) -> str:
-    # The pickled bytes, not hash(): str hashes are randomized per process.
+    # The pickled bytes, not hash(): str hashes are randomized per process. For the common
+    # plain keys pickle writes the same bytes as cloudpickle, several times faster.
     try:
+        if type(key) in _PLAIN_KEYS:
+            return digest_chunks([pickle.dumps(key, protocol=5)])
         return digest_chunks([cloudpickle.dumps(key, protocol=5)])
     except Exception as exc:
         raise TypeError(
