@@ -8,13 +8,15 @@ from .errors import (
     CheckpointReadError,
     CheckpointSignatureError,
     CheckpointWriteError,
+    FanOutError,
     StepNotFoundError,
     UnpicklableStateError,
 )
+from .fanout import MapStep
 from .flow import CheckpointFlow, FlowStatus, StepStatus
 from .handlers import FsspecHandler, LocalHandler, StateHandler
 from .memo import apply_checkpoint, set_checkpoint_dir, set_checkpoint_file
-from .steps import Step
+from .steps import Step, StepContext
 from .store import KeepLastRecords, KeepLatestRun
 from .training import CheckpointManager
 
@@ -28,13 +30,16 @@ __all__ = [
     "CheckpointReadError",
     "CheckpointSignatureError",
     "CheckpointWriteError",
+    "FanOutError",
     "FlowStatus",
     "FsspecHandler",
     "KeepLastRecords",
     "KeepLatestRun",
     "LocalHandler",
+    "MapStep",
     "StateHandler",
     "Step",
+    "StepContext",
     "StepNotFoundError",
     "StepStatus",
     "UnpicklableStateError",

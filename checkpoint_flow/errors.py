@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 
 class CheckpointFlowError(Exception):
     """Base class of the library's own errors."""
@@ -41,3 +44,18 @@ class UnpicklableStateError(CheckpointFlowError, TypeError):
 
 class CheckpointNotFoundError(CheckpointFlowError, FileNotFoundError):
     """A checkpoint selector (latest, best, an epoch, a file name) names no saved checkpoint."""
+
+
+class FanOutError(CheckpointFlowError):
+    """Items of a fan-out step failed; every item that finished is recorded and is not rerun.
+
+    ``failures`` maps the key of each failed item (the item itself, or what ``key=`` returned)
+    to the exception it raised on its last attempt.
+    """
+
+    def __init__(self, message: str, failures: Mapping[Any, BaseException]) -> None:
+        super().__init__(message)
+        self.failures: dict[Any, BaseException] = dict(failures)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (str(self), self.failures))

@@ -12,13 +12,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, overload
 
-from . import memo
+from . import fanout, memo
 from .codec import Signer, encode
 from .errors import StepNotFoundError
 from .handlers import StateHandler, resolve_handler
 from .locks import run_lock
 from .policies import LoadPolicy, load_policy_from
-from .steps import Loader, Saver, Step, StepFunction
+from .steps import Loader, Saver, Step, StepContext, StepFunction
 from .store import KeepLatestRun, Manifest, Store, manifest_blobs
 
 logger = logging.getLogger("checkpoint_flow")
@@ -169,6 +169,8 @@ class CheckpointFlow:
                 return step
         self._steps.append(step)
         return step
+
+    map_step = fanout.map_step
 
     def remove_step(self, name: str) -> None:
         """Forget a registered step."""
@@ -470,6 +472,7 @@ class _Run:
         step = self.steps[index]
         started = time.perf_counter()
         info = self.recorded.setdefault(step.name, {})
+        context = StepContext(self.store, self.flow.location, self.run_info["id"], before)
         try:
             if self.policy(index, self.start):
                 loaded = step.load(state) if step.load is not None else None
@@ -480,7 +483,7 @@ class _Run:
                             f"{type(loaded).__name__}; a loader returns a dict of data"
                         )
                     data.update(loaded)
-            state = step.call(state, data)
+            state = step.call(state, data, context)
             if step.save is not None:
                 step.save(state, data)
             saved = self.store.save_state(state, before, step=step.name)
@@ -497,6 +500,7 @@ class _Run:
         if following is not None:
             self.recorded.setdefault(following, {})["before"] = saved.manifest
         self._commit(resume=following, state=saved.manifest)
+        context.committed()
         logger.info(
             "step %r ran in %.3f s, wrote %d bytes", step.name, duration, saved.bytes_written
         )

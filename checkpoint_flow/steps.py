@@ -5,15 +5,47 @@ from __future__ import annotations
 import ast
 import hashlib
 import inspect
+import logging
 import textwrap
 import types
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .store import Manifest, Store
+
+logger = logging.getLogger(__name__)
 
 StepFunction = Callable[[dict[str, Any], dict[str, Any]], Any]
 Loader = Callable[[dict[str, Any]], Mapping[str, Any]]
 Saver = Callable[[dict[str, Any], dict[str, Any]], Any]
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What the run loop tells a step about the run executing it.
+
+    Plain steps ignore it; steps that keep their own records (fan-out steps) write them to
+    ``store``. ``before`` is the stored form of the state the step received. Callbacks added to
+    ``on_committed`` run once the step's result is committed, for cleanup that must not happen
+    earlier.
+    """
+
+    store: Store
+    location: str
+    run_id: str
+    before: Manifest
+    on_committed: list[Callable[[], None]] = field(default_factory=list)
+
+    def committed(self) -> None:
+        """Run the ``on_committed`` callbacks; a failing one is logged, the step stays done."""
+        for callback in self.on_committed:
+            try:
+                callback()
+            except Exception as exc:  # noqa: BLE001  cleanup must not fail a committed step
+                logger.warning("cleanup after a committed step failed at %s: %s",
+                               self.location, exc)
 
 
 @dataclass(frozen=True)
@@ -52,8 +84,13 @@ class Step:
         parts = [fingerprint(fn), fingerprint(load), fingerprint(save)]
         return cls(name, fn, load, save, hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32])
 
-    def call(self, state: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
-        """Run the step; return the state it leaves (the same dict if it mutated in place)."""
+    def call(
+        self, state: dict[str, Any], data: dict[str, Any], context: StepContext | None = None
+    ) -> dict[str, Any]:
+        """Run the step; return the state it leaves (the same dict if it mutated in place).
+
+        ``context`` describes the run; a plain step does not need it.
+        """
         result = self.fn(state, data)
         if result is None:
             return state

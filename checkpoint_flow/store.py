@@ -317,6 +317,51 @@ class Store:
         self._last_seq = seq
         return name
 
+    # -- records below the GC roots (memoized calls, fan-out items) ---------------------------
+
+    def put_root_record(self, name: str, body: dict[str, Any]) -> None:
+        """Create the record ``name`` below one of ``GC_ROOTS``; it must not exist yet.
+
+        The blobs the body lists under ``"blobs"`` must already be written; collection keeps
+        them until the record is deleted. Raises CheckpointWriteError if ``name`` exists.
+        """
+        sealed = self._seal_root_record(name, body)
+        try:
+            created = self.handler.create(name, sealed)
+        except OSError as exc:
+            raise _write_error(name, self.location, exc) from exc
+        if not created:
+            raise CheckpointWriteError(
+                f"{name} at {self.location} already exists; two runs are using the same location"
+            )
+
+    def write_root_record(self, name: str, body: dict[str, Any]) -> None:
+        """Create or atomically replace the record ``name`` below one of ``GC_ROOTS``."""
+        sealed = self._seal_root_record(name, body)
+        try:
+            self.handler.write(name, sealed)
+        except OSError as exc:
+            raise _write_error(name, self.location, exc) from exc
+
+    def _seal_root_record(self, name: str, body: dict[str, Any]) -> bytes:
+        if name.split("/", 1)[0] not in GC_ROOTS or not name.endswith(".rec"):
+            raise ValueError(f"{name!r} is not a record name below one of {GC_ROOTS}")
+        body = dict(body, format=FORMAT_VERSION, written_at=time.time(),
+                    hash=self.signer.blob_hash)
+        return seal(body, self.signer)
+
+    def root_record_names(self, folder: str) -> list[str]:
+        """The record names below ``folder`` (a GC root or a folder inside one), sorted."""
+        if folder.split("/", 1)[0] not in GC_ROOTS:
+            raise ValueError(f"{folder!r} is not below a collection root; roots are: {GC_ROOTS}")
+        return [n for n in self.handler.list(folder) if n.endswith(".rec")]
+
+    def delete_root_record(self, name: str) -> None:
+        """Delete a record below a GC root; its blobs become collectable."""
+        if name.split("/", 1)[0] not in GC_ROOTS:
+            raise ValueError(f"{name!r} is not a record below one of {GC_ROOTS}")
+        self.handler.delete(name)
+
     # -- integrity and collection ---------------------------------------------------------------
 
     def verify_record(self, body: Mapping[str, Any]) -> None:
@@ -385,28 +430,12 @@ class Store:
             names.extend(self.root_record_names(root))
         return names
 
-    def root_record_names(self, root: str) -> list[str]:
-        """The sealed records under one of the GC_ROOTS folders, sorted."""
-        if root not in GC_ROOTS:
-            raise ValueError(f"{root!r} is not a collection root; roots are: {GC_ROOTS}")
-        return [n for n in self.handler.list(root) if n.endswith(".rec")]
 
-    def write_root_record(self, name: str, body: dict[str, Any]) -> None:
-        """Seal ``body`` and write it at ``name`` (under a GC_ROOTS folder), atomically.
-
-        Its ``"blobs"`` must already be written: collection keeps them alive while it exists.
-        """
-        if name.split("/", 1)[0] not in GC_ROOTS or not name.endswith(".rec"):
-            raise ValueError(f"{name!r} is not a record name under one of {GC_ROOTS}")
-        body = dict(body, format=FORMAT_VERSION, written_at=time.time(),
-                    hash=self.signer.blob_hash)
-        try:
-            self.handler.write(name, seal(body, self.signer))
-        except OSError as exc:
-            raise CheckpointWriteError(
-                f"could not write {name} at {self.location}: {exc}. Nothing else was changed; "
-                "fix the storage problem and retry."
-            ) from exc
+def _write_error(name: str, location: str, exc: OSError) -> CheckpointWriteError:
+    return CheckpointWriteError(
+        f"could not write {name} at {location}: {exc}. Nothing else was changed; fix the "
+        "storage problem and retry."
+    )
 
 
 def _read_error(what: str, exc: OSError) -> CheckpointReadError:
