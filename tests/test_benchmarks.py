@@ -1,0 +1,43 @@
+"""The storage benchmark still runs: a quick pass prints the whole table (no timing checks)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_storage.py"
+
+CASES = [
+    "tiny dict",
+    "5,000 small dicts, changed every step",
+    "4 MiB ndarray unchanged + counter",
+    "4 MiB bytes unchanged + counter",
+    "4 MiB ndarray changed every step",
+]
+MEASURES = ["save per step", "run loop per step", "resume"]
+MEMORY_CASES = CASES[1:]
+
+
+def test_quick_storage_benchmark_prints_every_row(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, str(BENCH), "--quick", "--dir", str(tmp_path)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "| case | baseline (median) | checkpoint_flow (median) | ratio | target | result |" in out
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "---" not in line]
+    for case in CASES:
+        for measure in MEASURES:
+            assert any(row.startswith(f"| {case}: {measure}") for row in rows), (case, measure)
+    for case in MEMORY_CASES:
+        assert any(
+            row.startswith(f"| {case}: peak extra memory, save per step") for row in rows
+        ), case
+    assert any(row.startswith(f"| {CASES[3]}: peak extra memory, first save") for row in rows)
+    assert all(row.rstrip().endswith(("PASS |", "MISS |")) for row in rows[1:])
+    assert list(tmp_path.iterdir()) == []  # the benchmark cleans up after itself
