@@ -5,6 +5,9 @@ Value blob layout (all integers little-endian)::
     b"CFB1" | u32 header_len | header JSON {"frame": n, "buffers": [n, ...], "align": 64}
     | padding to 64 | frame (pickle protocol 5) | each buffer, padded to 64
 
+A ``bytes`` or ``bytearray`` value has an empty frame, one buffer holding its content, and
+``"raw": "bytes"`` (or ``"bytearray"``) in the header.
+
 Large buffers (NumPy arrays, bytes-like objects supporting PEP 574) are never copied into the
 pickle stream: they are hashed and written straight from the object's memory.
 
@@ -33,6 +36,8 @@ BLOB_MAGIC = b"CFB1"
 _ALIGN = 64
 _PAD = bytes(_ALIGN)
 KEY_ENV = "CHECKPOINT_FLOW_KEY"
+_RAW_TYPES = (bytes, bytearray)
+_RAW_TYPES_BY_NAME = {t.__name__: t for t in _RAW_TYPES}
 
 
 def _pad(n: int) -> int:
@@ -50,11 +55,18 @@ class EncodedValue:
 
 def encode(value: Any) -> EncodedValue:
     """Serialize one value. Raises whatever cloudpickle raises for unpicklable values."""
-    buffers: list[pickle.PickleBuffer] = []
-    frame = cloudpickle.dumps(value, protocol=5, buffer_callback=buffers.append)
-    raws = [b.raw() for b in buffers]
+    fields: dict[str, Any] = {}
+    if type(value) in _RAW_TYPES:
+        # pickle copies bytes into its stream (PEP 574 covers only other buffers): store
+        # them as the single out-of-band buffer instead, written straight from the object.
+        frame, raws = b"", [memoryview(value).cast("B")]
+        fields["raw"] = type(value).__name__
+    else:
+        buffers: list[pickle.PickleBuffer] = []
+        frame = cloudpickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+        raws = [b.raw() for b in buffers]
     header = json.dumps(
-        {"frame": len(frame), "buffers": [r.nbytes for r in raws], "align": _ALIGN}
+        {"frame": len(frame), "buffers": [r.nbytes for r in raws], "align": _ALIGN, **fields}
     ).encode()
     head = BLOB_MAGIC + struct.pack("<I", len(header)) + header
     chunks: list[Any] = [head, _PAD[: _pad(len(head))], frame, _PAD[: _pad(len(frame))]]
@@ -84,8 +96,13 @@ def decode(data: bytes | bytearray | memoryview) -> Any:
             offset += n + _pad(n)
         if offset > view.nbytes or len(frame) != header["frame"]:
             raise ValueError("blob is shorter than its header says")
+        raw = header.get("raw")
+        if raw is not None and (raw not in _RAW_TYPES_BY_NAME or len(out_of_band) != 1):
+            raise ValueError(f"unknown raw value type {raw!r}")
     except (ValueError, KeyError, TypeError, struct.error) as exc:
         raise CheckpointCorruptError(f"damaged value blob: {exc}") from exc
+    if raw is not None:
+        return _RAW_TYPES_BY_NAME[raw](out_of_band[0])
     return pickle.loads(frame, buffers=out_of_band)
 
 

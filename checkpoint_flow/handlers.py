@@ -7,6 +7,7 @@ interprets them: laying out snapshots is the store's job, unpickling is the code
 from __future__ import annotations
 
 import functools
+import mmap
 import os
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -18,6 +19,7 @@ Chunks = Buffer | Sequence[Buffer]
 
 T = TypeVar("T")
 _TEMP_MARK = ".tmp-"
+_MAP_THRESHOLD = 4 * 2**20
 # One PUT is atomic on object stores; above this size a multipart upload is committed at the end.
 _SINGLE_PUT_LIMIT = 64 * 2**20
 
@@ -98,11 +100,15 @@ class LocalHandler:
     def path(self, name: str) -> Path:
         return self.root.joinpath(*check_name(name).split("/"))
 
-    def read(self, name: str) -> bytearray:
-        # A writable bytearray lets out-of-band buffers (NumPy arrays) come back writable
-        # without a copy.
+    def read(self, name: str) -> bytearray | mmap.mmap:
+        # Out-of-band buffers (NumPy arrays) are rebuilt on top of what is returned, so it must
+        # be writable. Large files are mapped copy-on-write: no zero-filled buffer, no copy, and
+        # the page cache is shared until a value is changed. Stored files are never rewritten
+        # in place, so the mapping cannot change under the reader.
         with open(self.path(name), "rb") as f:
             size = os.fstat(f.fileno()).st_size
+            if size >= _MAP_THRESHOLD:
+                return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
             buf = bytearray(size)
             view = memoryview(buf)
             got = 0
@@ -138,7 +144,10 @@ class LocalHandler:
 
 
 def _write_temp(target: Path, chunks: Iterable[Buffer]) -> Path:
-    target.parent.mkdir(parents=True, exist_ok=True)
+    if not target.parent.is_dir():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # A new folder is itself an entry of its parent: make that entry durable too.
+        _fsync_dir(target.parent.parent)
     temp = target.with_name(f".{target.name}{_TEMP_MARK}{uuid.uuid4().hex}")
     try:
         with open(temp, "xb") as f:
