@@ -29,7 +29,8 @@ def test_quick_storage_benchmark_prints_every_row(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     out = done.stdout
-    assert "| case | baseline (median) | checkpoint_flow (median) | ratio | target | result |" in out
+    header = "| case | baseline (median) | checkpoint_flow (median) | ratio | target | result |"
+    assert header in out
     rows = [line for line in out.splitlines() if line.startswith("| ") and "---" not in line]
     for case in CASES:
         for measure in MEASURES:
