@@ -35,7 +35,7 @@ import cloudpickle
 
 from .codec import digest_chunks
 from .errors import CheckpointCorruptError, FanOutError, UnpicklableStateError
-from .steps import Step, StepContext, StepFunction, fingerprint
+from .steps import Step, StepContext, StepFunction, fingerprint, step_name
 
 if TYPE_CHECKING:
     from .flow import CheckpointFlow
@@ -120,12 +120,7 @@ class MapStep(Step):
             )
         if not isinstance(progress, bool):
             raise TypeError(f"progress must be True or False, got {progress!r}")
-        if name is None:
-            name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)
-            if not name:
-                raise ValueError(f"cannot derive a step name from {fn!r}; pass name='...'")
-        if not isinstance(name, str) or not name.strip():
-            raise ValueError(f"step name must be a non-empty str, got {name!r}")
+        name = step_name(fn, name)
         if into is None:
             into = name
         if not isinstance(into, str) or not into:

@@ -75,12 +75,7 @@ class Step:
         for role, value in (("step", fn), ("load", load), ("save", save)):
             if value is not None and not callable(value):
                 raise TypeError(f"{role}= must be callable, got {value!r}")
-        if name is None:
-            name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)
-            if not name:
-                raise ValueError(f"cannot derive a step name from {fn!r}; pass name='...'")
-        if not isinstance(name, str) or not name.strip():
-            raise ValueError(f"step name must be a non-empty str, got {name!r}")
+        name = step_name(fn, name)
         parts = [fingerprint(fn), fingerprint(load), fingerprint(save)]
         return cls(name, fn, load, save, hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32])
 
@@ -100,6 +95,17 @@ class Step:
                 "(after changing state in place) or the new state as a dict"
             )
         return result
+
+
+def step_name(fn: Callable[..., Any], name: str | None) -> str:
+    """``name`` if given, else the function's qualified name; raises ValueError if unusable."""
+    if name is None:
+        name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)
+        if not name:
+            raise ValueError(f"cannot derive a step name from {fn!r}; pass name='...'")
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"step name must be a non-empty str, got {name!r}")
+    return name
 
 
 def fingerprint(fn: Callable[..., Any] | None) -> str:
