@@ -36,6 +36,7 @@ import cloudpickle
 from .codec import digest_chunks
 from .errors import CheckpointCorruptError, FanOutError, UnpicklableStateError
 from .steps import Step, StepContext, StepFunction, fingerprint, step_name
+from .store import manifest_blobs
 
 if TYPE_CHECKING:
     from .flow import CheckpointFlow
@@ -409,7 +410,7 @@ class _FanOut:
                 "run": self.context.run_id,
                 "count": len(self.pending),
                 "results": entry,
-                "blobs": [entry["blob"]],
+                "blobs": sorted(manifest_blobs(saved.manifest)),
             },
         )
         logger.debug("map step %r: committed %d items as %s", self.step.name,

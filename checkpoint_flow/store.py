@@ -13,6 +13,7 @@ a crash at any instant leaves the previous record and everything it names intact
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import logging
 import pickle
@@ -21,7 +22,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .codec import EncodedValue, Signer, decode, encode, seal, unseal
+from .codec import EncodedValue, Signer, decode, digest_chunks, encode, seal, unseal
 from .errors import (
     CheckpointCorruptError,
     CheckpointReadError,
@@ -40,6 +41,8 @@ BLOBS = "blobs"
 GC_ROOTS = ("memo", "items")
 
 Manifest = dict[str, dict[str, Any]]
+# Values whose blob would be this small are kept inside the commit record instead.
+INLINE_LIMIT = 512
 
 _ATOMS = (bytes, str, int, float, complex, bool, type(None))
 
@@ -70,7 +73,17 @@ def _type_name(value: Any) -> str:
 
 
 def manifest_blobs(manifest: Mapping[str, Mapping[str, Any]] | None) -> set[str]:
-    return {entry["blob"] for entry in (manifest or {}).values()}
+    return {entry["blob"] for entry in (manifest or {}).values() if "blob" in entry}
+
+
+def _inline_entry(encoded: EncodedValue, value: Any) -> dict[str, Any]:
+    content = b"".join(bytes(chunk) for chunk in encoded.chunks)
+    return {
+        "inline": base64.b64encode(content).decode("ascii"),
+        "digest": encoded.digest,
+        "size": encoded.size,
+        "type": _type_name(value),
+    }
 
 
 @dataclass
@@ -122,6 +135,11 @@ class Store:
             before = previous.get(key)
             if before is not None and before.get("digest") == encoded.digest:
                 entry = before
+            elif encoded.size <= INLINE_LIMIT:
+                # A small value rides in the commit record, covered by its checksum and
+                # signature: one durable file per step instead of two.
+                entry = _inline_entry(encoded, value)
+                written += encoded.size
             else:
                 entry, size = self._put_blob(encoded, value, what=what)
                 written += size
@@ -138,7 +156,8 @@ class Store:
         return state
 
     def load_value(self, entry: Mapping[str, Any], *, step: str, key: str) -> Any:
-        where = f"value {key!r} of the snapshot before step {step!r} (blob {entry['blob']})"
+        held = f"blob {entry['blob']}" if "blob" in entry else "stored inline in the record"
+        where = f"value {key!r} of the snapshot before step {step!r} ({held})"
         return self.get_value(entry, where=where)
 
     def put_value(self, value: Any, *, what: str) -> tuple[dict[str, Any], int]:
@@ -149,10 +168,13 @@ class Store:
         return self._put_blob(self._encode(value, what), value, what=what)
 
     def get_value(self, entry: Mapping[str, Any], *, where: str) -> Any:
-        """Read, verify and decode the blob an entry names; ``where`` names it in messages."""
-        blob = entry["blob"]
+        """Read, verify and decode the value an entry holds or names; ``where`` names it in
+        messages."""
         where = f"{where} at {self.location}"
-        data = self.read_blob(blob, where)
+        if "inline" in entry:
+            data = _inline_content(entry, where)
+        else:
+            data = self.read_blob(entry["blob"], where)
         try:
             return decode(data)
         except CheckpointCorruptError as exc:
@@ -429,6 +451,16 @@ class Store:
         for root in GC_ROOTS:
             names.extend(self.root_record_names(root))
         return names
+
+
+def _inline_content(entry: Mapping[str, Any], where: str) -> bytes:
+    try:
+        data = base64.b64decode(entry["inline"], validate=True)
+    except (ValueError, TypeError) as exc:
+        raise CheckpointCorruptError(f"{where} is damaged: bad inline value ({exc})") from exc
+    if digest_chunks([data]) != entry.get("digest"):
+        raise CheckpointCorruptError(f"{where} does not match its digest: it was altered")
+    return data
 
 
 def _write_error(name: str, location: str, exc: OSError) -> CheckpointWriteError:

@@ -124,12 +124,13 @@ def test_sigkill_at_random_instants_s3(s3, expected_final, record_property):
 
 def _faulty_flow(fs, fail_at=None):
     cp = CheckpointFlow(FsspecHandler("faultymem://flow", filesystem=fs))
-    cp.add_step(name="a")(lambda s, d: s.update(a=list(range(100))))
+    cp.add_step(name="a")(lambda s, d: s.update(a=list(range(1000))))  # stored as a blob
 
     def b(state, data):
         if fail_at == "b":
             raise RuntimeError("b fails")
         state["b"] = sum(state["a"])
+        state["b_list"] = list(range(300))  # a value large enough for its own blob
 
     cp.add_step(name="b")(b)
     cp.add_step(name="c")(lambda s, d: s.update(c=s["b"] * 2))
@@ -166,8 +167,9 @@ def test_write_faults_are_clear_and_keep_the_previous_snapshot(fault, partial):
         assert after.get(path) == content, f"{path} was damaged"
 
     fs.write_fault, fs.partial_writes = (lambda path: None), False
-    assert _faulty_flow(fs).run({"x": 99}) == {"x": 1, "a": list(range(100)), "b": 4950,
-                                               "c": 9900}
+    assert _faulty_flow(fs).run({"x": 99}) == {"x": 1, "a": list(range(1000)),
+                                               "b": 499500, "b_list": list(range(300)),
+                                               "c": 999000}
 
 
 def test_read_fault_on_load_is_clear_and_changes_nothing():
@@ -180,7 +182,7 @@ def test_read_fault_on_load_is_clear_and_changes_nothing():
         _faulty_flow(fs).run({})
     assert _snapshot_of(fs) == good
     fs.read_fault = lambda path: None
-    assert _faulty_flow(fs).run({})["c"] == 9900
+    assert _faulty_flow(fs).run({})["c"] == 999000
 
 
 def test_s3_server_stopped_mid_run_then_restarted(monkeypatch):
@@ -242,7 +244,9 @@ class Tripwire:
 
 def _small_failed_flow(location, key=None, trip=None):
     cp = CheckpointFlow(location, key=key)
-    cp.add_step(name="a")(lambda s, d: s.update(a=1, t=Tripwire(trip) if trip else None))
+    cp.add_step(name="a")(
+        lambda s, d: s.update(a=1, big=list(range(300)), t=Tripwire(trip) if trip else None)
+    )
 
     def b(state, data):
         raise RuntimeError("stop")
@@ -285,7 +289,7 @@ def test_every_flipped_byte_and_every_truncation_of_a_record_is_detected(tmp_pat
 
 def test_every_flipped_byte_of_a_blob_is_detected(tmp_path):
     cp = _small_failed_flow(tmp_path)
-    entry = cp.store.latest_record()["state"]["a"]
+    entry = cp.store.latest_record()["state"]["big"]
     path = tmp_path / "blobs" / entry["blob"][:2] / entry["blob"]
     original = path.read_bytes()
     for i in range(len(original)):
