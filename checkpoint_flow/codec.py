@@ -172,8 +172,11 @@ class Signer:
 def seal(body: dict[str, Any], signer: Signer) -> bytes:
     """Serialize a record with its checksum and, if a key is set, its HMAC."""
     raw = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
-    trailer = {"sha256": hashlib.sha256(raw).hexdigest(), "hmac_sha256": signer.mac(raw)}
-    return raw + b"\n" + json.dumps(trailer, sort_keys=True).encode()
+    return raw + b"\n" + _trailer(hashlib.sha256(raw).hexdigest(), signer.mac(raw))
+
+
+def _trailer(sha256: Any, mac: Any) -> bytes:
+    return json.dumps({"hmac_sha256": mac, "sha256": sha256}, sort_keys=True).encode()
 
 
 def unseal(data: bytes | bytearray, signer: Signer, where: str) -> dict[str, Any]:
@@ -189,6 +192,10 @@ def unseal(data: bytes | bytearray, signer: Signer, where: str) -> dict[str, Any
         trailer = json.loads(trailer_raw)
         if not hmac.compare_digest(hashlib.sha256(raw).hexdigest(), str(trailer["sha256"])):
             raise ValueError("checksum mismatch")
+        # Only the exact bytes seal() writes are accepted, so no byte of a record can change
+        # unnoticed, not even in a field this reader does not check (the HMAC without a key).
+        if trailer_raw != _trailer(trailer["sha256"], trailer.get("hmac_sha256")):
+            raise ValueError("malformed trailer")
     except (ValueError, KeyError, TypeError) as exc:
         raise CheckpointCorruptError(
             f"record {where} is damaged ({exc}); it was truncated or altered after it was written"

@@ -262,7 +262,7 @@ def _small_failed_flow(location, key=None, trip=None):
 def test_every_flipped_byte_and_every_truncation_of_a_record_is_detected(tmp_path, key):
     trip = tmp_path / "tripped"
     cp = _small_failed_flow(tmp_path / "ckpt", key=key, trip=trip)
-    trip.unlink()
+    trip.unlink(missing_ok=True)
     name = cp.store.record_names()[-1]
     path = tmp_path / "ckpt" / name
     original = path.read_bytes()
