@@ -98,6 +98,9 @@ class Store:
     signer: Signer = field(default_factory=lambda: Signer(None))
     _remembered: dict[str, _Remembered] = field(default_factory=dict, repr=False)
     _last_seq: int | None = field(default=None, repr=False)
+    # Records this object committed, by name: records never change once written, so
+    # collection need not read and parse them back.
+    _committed: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
 
     @property
     def location(self) -> str:
@@ -337,6 +340,7 @@ class Store:
                 "two runs are using the same location. Stop the other run and rerun."
             )
         self._last_seq = seq
+        self._committed[name] = body
         return name
 
     # -- records below the GC roots (memoized calls, fan-out items) ---------------------------
@@ -413,10 +417,12 @@ class Store:
         damaged record is kept and its blobs are not touched. Returns (records, blobs) deleted.
         """
         names = self.record_names()
+        listed = set(names)
+        self._committed = {n: b for n, b in self._committed.items() if n in listed}
         bodies, damaged = [], []
         for name in names:
             try:
-                bodies.append((name, self.read_record(name)))
+                bodies.append((name, self._committed.get(name) or self.read_record(name)))
             except CheckpointCorruptError:
                 damaged.append(name)
         if damaged:
