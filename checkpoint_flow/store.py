@@ -198,8 +198,7 @@ class Store:
             ) from exc
         except OSError as exc:
             raise _read_error(where, exc) from exc
-        hash_name = "blake2b-256-keyed" if self.signer.enabled else "xxh3-128"
-        if not self.signer.check_blob(data, blob, hash_name):
+        if not self.signer.check_blob(data, blob, self.signer.blob_hash):
             raise CheckpointCorruptError(
                 f"{where} does not match its hash: the blob was altered or truncated. Rerun "
                 "with on_corrupt='previous' to fall back to an intact snapshot."
@@ -397,6 +396,7 @@ class Store:
     def verify(self) -> list[str]:
         """Check every record and every blob it names; return a list of problems (empty: ok)."""
         problems: list[str] = []
+        checked: set[str] = set()  # records share most blobs: read and hash each one once
         for name in self.record_names() + self._root_records():
             try:
                 body = self.read_record(name)
@@ -404,6 +404,9 @@ class Store:
                 problems.append(str(exc))
                 continue
             for blob in body.get("blobs", []):
+                if blob in checked:
+                    continue
+                checked.add(blob)
                 try:
                     self.read_blob(blob, f"blob {blob} named by {name}")
                 except CheckpointCorruptError as exc:
