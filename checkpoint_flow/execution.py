@@ -22,10 +22,12 @@ from typing import Any
 from . import reuse
 from .errors import CheckpointCorruptError, CheckpointFlowWarning
 from .flow_record import FlowRecord
+from .flow_retention import FlowRetention, over_record_names
+from .policies import LoadPolicy, StepLoad
 from .runs import HISTORY_LIMIT
 from .step_progress import StepProgress
 from .steps import Step, StepContext
-from .storage.store import Keep, SaveResult, Store, is_immutable
+from .storage.store import SaveResult, Store, is_immutable
 from .tracked import TrackedState
 
 logger = logging.getLogger("checkpoint_flow")
@@ -60,9 +62,9 @@ class Execution:
         store: Store,
         steps: Sequence[Step],
         record: FlowRecord | None,
-        policy: Callable[[int, int], bool],
+        policy: LoadPolicy,
         options: RunOptions,
-        retention: Keep,
+        retention: FlowRetention,
     ) -> None:
         self.store = store
         self.steps = tuple(steps)
@@ -316,7 +318,7 @@ class Execution:
         context: StepContext,
     ) -> tuple[TrackedState, SaveResult, set[str]]:
         """Load, run and save the step once; returns the state after it and its snapshot."""
-        if self.policy(index, self.segment):
+        if self.policy(StepLoad(index, self.segment)):
             load_data(step, state, data)
         result = step.call(state, data, context)
         if step.save is not None:
@@ -490,7 +492,7 @@ class Execution:
 
     def _collect(self) -> None:
         try:
-            self.store.collect_after(self.retention, self.first_seq)
+            self.store.collect_after(over_record_names(self.retention), self.first_seq)
         except Exception as exc:  # noqa: BLE001  housekeeping must not fail a finished run
             logger.warning(
                 "could not collect old snapshots at %s (the next run retries): %s",

@@ -20,8 +20,8 @@ from . import fanout, memo, resume
 from .errors import CheckpointFlowWarning, StepNotFoundError
 from .execution import CORRUPT_REMEDY, Execution, RunOptions, load_data, value_where
 from .flow_record import FlowRecord
-from .flow_retention import KeepLatestRun
-from .policies import LoadPolicy, load_policy_from
+from .flow_retention import KeepLatestRun, RetentionArg, as_flow_retention, over_record_names
+from .policies import LoadPolicyArg, load_first, load_never, load_policy_from
 from .retries import Retry, RetryOn
 from .runs import RunSummary
 from .status import FlowStatus, StepStatus, flow_status
@@ -52,7 +52,9 @@ class CheckpointFlow:
             the ``CHECKPOINT_FLOW_KEY`` environment variable.
         on_code_change: ``"restart"`` reruns from the earliest step whose code changed since it
             ran; ``"ignore"`` resumes regardless.
-        retention: which commit records to keep after a run (see ``store.KeepLatestRun``).
+        retention: which commit records to keep after a run: a rule such as
+            ``KeepLatestRun()`` (the default) or ``KeepLastRecords(n)``, rules combined with
+            ``|``/``&``, or a callable over ``RecordSummary`` objects returning the seqs to keep.
         lock_ttl_s: how long a lock record on an object store outlives a crashed holder.
         compress: ``"zstd"`` compresses value blobs larger than 512 bytes (the ``zstd`` extra);
             None (the default) stores them as they are.
@@ -68,7 +70,7 @@ class CheckpointFlow:
         storage_options: Mapping[str, Any] | None = None,
         key: bytes | str | None = None,
         on_code_change: Literal["restart", "ignore"] = "restart",
-        retention: Callable[[list[dict[str, Any]]], Any] | None = None,
+        retention: RetentionArg | None = None,
         lock_ttl_s: float = 60.0,
         compress: Literal["zstd"] | None = None,
         reuse: bool = False,
@@ -78,15 +80,13 @@ class CheckpointFlow:
                 f"on_code_change={on_code_change!r} is not valid; choose one of "
                 f"{', '.join(map(repr, _CODE_CHANGE_CHOICES))}"
             )
-        if retention is not None and not callable(retention):
-            raise TypeError(f"retention must be callable, got {retention!r}")
         if not isinstance(lock_ttl_s, (int, float)) or lock_ttl_s <= 0:
             raise ValueError(f"lock_ttl_s must be a positive number, got {lock_ttl_s!r}")
         _check_flag("reuse", reuse)
         self.handler = resolve_handler(location, handler, storage_options)
         self.store = Store(self.handler, Signer.from_env(key), compress=compress)
         self.on_code_change = on_code_change
-        self.retention = retention or KeepLatestRun()
+        self.retention = KeepLatestRun() if retention is None else as_flow_retention(retention)
         self.lock_ttl_s = float(lock_ttl_s)
         self.reuse = reuse
         self._steps: list[Step] = []
@@ -202,7 +202,7 @@ class CheckpointFlow:
         self,
         initial_state: Mapping[str, Any] | None = None,
         checkpoint: CheckpointRef | None = None,
-        load_policy: LoadPolicy = "first",
+        load_policy: LoadPolicyArg = "first",
         *,
         on_corrupt: Literal["raise", "previous"] = "raise",
         reuse: bool | None = None,
@@ -278,9 +278,8 @@ class CheckpointFlow:
                 options = RunOptions(
                     reuse=self.reuse if reuse is None else reuse, until=last, forced=forced,
                     progress=progress,
-                    first_only=isinstance(load_policy, str)
-                    and load_policy in ("first", "first only"),
-                    warn_empty_saver=load_policy != "never",
+                    first_only=isinstance(policy, load_first),
+                    warn_empty_saver=not isinstance(policy, load_never),
                 )
                 execution = Execution(
                     self.store, self._steps, record, policy, options, self.retention
@@ -497,12 +496,12 @@ class CheckpointFlow:
     def gc(self) -> tuple[int, int]:
         """Apply the retention rule now; returns (records, blobs) deleted."""
         with run_lock(self.handler, ttl_s=self.lock_ttl_s):
-            return self.store.collect(self.retention)
+            return self.store.collect(over_record_names(self.retention))
 
     def verify(self) -> list[str]:
         """Check every record, node and blob; returns the problems found (empty when all is
         well)."""
-        return self.store.verify(self.retention)
+        return self.store.verify(over_record_names(self.retention))
 
     def _amend(self, change: Callable[[FlowRecord], dict[str, Any]], what: str) -> None:
         with run_lock(self.handler, ttl_s=self.lock_ttl_s):

@@ -74,7 +74,7 @@ _RECORD_CACHE = 1024
 
 Entry = dict[str, Any]
 Manifest = dict[str, Entry]
-Keep = Callable[[list[dict[str, Any]]], Iterable[int]]
+Keep = Callable[[list["RecordName"]], Iterable[int]]
 
 _ATOMS = (bytes, str, int, float, complex, bool, type(None))
 
@@ -119,10 +119,6 @@ class RecordName:
             return cls(name, int(seq), tag)
         except ValueError as exc:
             raise CheckpointCorruptError(f"unexpected record name {name!r}") from exc
-
-    def summary(self) -> dict[str, Any]:
-        """The form retention rules receive."""
-        return {"seq": self.seq, "name": self.name, "run": {"id": self.tag}}
 
 
 @dataclass
@@ -677,7 +673,7 @@ class Store:
         problems: list[str] = []
         checked: set[str] = set()
         names = [RecordName.parse(n) for n in self.record_names()]
-        kept = set(keep([n.summary() for n in names]))
+        kept = set(keep(names))
         for record in names:
             try:
                 body = self.read_record(record.name)
@@ -699,15 +695,15 @@ class Store:
     def collect(self, keep: Keep) -> tuple[int, int]:
         """Delete the records and value blobs that no record kept by ``keep`` reaches.
 
-        ``keep`` receives a summary of every record (``seq``, ``name``, ``run: {id}``), oldest
-        first, and returns the seqs to keep; it must keep the newest. A record that is not kept
+        ``keep`` receives the parsed name of every record, oldest first, and returns the seqs
+        to keep; it must keep the newest. A record that is not kept
         but holds a node a kept one reaches stays. Nothing is deleted if a kept record cannot be
         read. Temp files older than ``temp_grace_s`` are removed too. Returns (records, blobs)
         deleted.
         """
         self.check_format()
         names = [RecordName.parse(n) for n in self.record_names()]
-        kept = set(keep([n.summary() for n in names]))
+        kept = set(keep(names))
         if names and names[-1].seq not in kept:
             raise ValueError("a retention rule must keep the newest record")
         bodies = [self.read_record(n.name) for n in names if n.seq in kept]
@@ -737,9 +733,9 @@ class Store:
         A failure leaves a marker (``PENDING``) so the next call collects whatever happens.
         """
         names = [RecordName.parse(n) for n in self.record_names()]
-        before = [n.summary() for n in names if n.seq < first_seq]
+        before = [n for n in names if n.seq < first_seq]
         kept_before = set(keep(before)) if before else set()
-        kept_now = set(keep([n.summary() for n in names]))
+        kept_now = set(keep(names))
         pending = self.handler.exists(PENDING)
         if not pending and kept_before <= kept_now:
             return None
