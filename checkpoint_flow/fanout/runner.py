@@ -31,12 +31,12 @@ from typing import Any, Protocol, TypeVar, cast
 
 import cloudpickle
 
-from . import identity
-from .errors import CheckpointCorruptError, FanOutError, UnpicklableStateError
-from .identity import fingerprint
-from .steps import Step, StepContext, StepFunction, step_name
-from .storage.codec import digest_chunks
-from .storage.namespaces import Namespace
+from .. import identity
+from ..errors import CheckpointCorruptError, FanOutError, UnpicklableStateError
+from ..identity import fingerprint
+from ..steps import Step, StepContext, StepFunction, step_name
+from ..storage.codec import digest_chunks
+from ..storage.namespaces import Namespace
 
 
 class StepRegistry(Protocol):

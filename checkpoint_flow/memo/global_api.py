@@ -31,17 +31,17 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast, overload
 
-from . import identity
-from .errors import (
+from .. import identity
+from ..errors import (
     CheckpointCorruptError,
     CheckpointFlowError,
     CheckpointWriteError,
 )
-from .identity import fingerprint
-from .storage.codec import Signer
-from .storage.handlers import StateHandler, resolve_handler
-from .storage.namespaces import Namespace
-from .storage.store import Store
+from ..identity import fingerprint
+from ..storage.codec import Signer
+from ..storage.handlers import StateHandler, resolve_handler
+from ..storage.namespaces import Namespace
+from ..storage.store import Store
 
 logger = logging.getLogger(__name__)
 
