@@ -31,7 +31,6 @@ ITEMS = "items"
 # Items submitted to an executor and not yet collected. Bounded so that max_failures can stop
 # submission and a crash loses at most this many running items besides the uncommitted batch.
 IN_FLIGHT = 128
-_BATCH_KEY = "fan-out batch"
 
 
 class FanOut:
