@@ -3,28 +3,26 @@
 ``CheckpointFlow.run`` decides where a run starts and with which state; an ``Execution`` takes it
 from there. For each step it asks ``reuse.decide`` whether the recorded output can be taken
 (``reuse=True``), otherwise it runs the step (loader, function, saver), retrying as the step's
-``Retry`` says from the state the step received, and commits the state after it.
+``Retry`` says from the state the step received, and commits the state after it through its
+``RunRecorder`` (``run_recorder.py``), which keeps what the records say.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
-import os
-import socket
 import time
-import uuid
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from . import reuse
 from .errors import CheckpointCorruptError, CheckpointFlowWarning
 from .flow_record import FlowRecord
-from .flow_retention import FlowRetention, over_record_names
+from .flow_retention import FlowRetention
 from .policies import LoadPolicy, StepLoad
-from .runs import HISTORY_LIMIT
+from .run_recorder import RunRecorder
 from .step_progress import StepProgress
 from .steps import Step, StepContext
 from .storage.store import SaveResult, Store, is_immutable
@@ -72,51 +70,15 @@ class Execution:
         self.location = store.location
         self.policy = policy
         self.options = options
-        self.retention = retention
-        self.steps_ref = record.body.get("steps") if record is not None else None
         # The step table as the run found it: reuse decisions look at this, never at what the
         # run itself has recorded since.
         self.recorded: Mapping[str, Mapping[str, Any]] = (
             record.steps if record is not None else {}
         )
-        self.infos = dict(self.recorded)
-        registered = set(self.names)
-        gone = [name for name in self.infos if name not in registered]
-        for name in gone:
-            del self.infos[name]
-        self.changed_infos: dict[str, Any] = {name: None for name in gone}
-        history = list(record.history) if record is not None else []
-        if record is not None:
-            history.append(record.run_summary())
-        self.history_ref = self.store.put_json(history[-HISTORY_LIMIT:])
-        # Written anew by every run (once), so no record of an old run stays only for it.
-        self.order_ref = self.store.put_json(self.names)
-        self.resumed_run = record.run if record is not None and record.resume else None
-        self.run_info: dict[str, Any] = {
-            "id": uuid.uuid4().hex,
-            "started_at": time.time(),
-            "ended_at": None,
-            "outcome": "running",
-            "first_step": None,
-            "last_step": None,
-            "failed_step": None,
-            "executed": 0,
-            "reused": 0,
-            "skipped": 0,
-            "bytes_written": 0,
-            "resumed": False,
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "initial": None,
-        }
+        self.recorder = RunRecorder(store, self.names, record, retention)
         self.start = 0
         # The load policy's "first step": the start, or the first step run after reused ones.
         self.segment = 0
-        self.record_size = 0
-        self.written = 0  # bytes this run's commits wrote so far
-        self.unwritten = 0  # blob bytes written for the next commit
-        self.needs_commit = True
-        self.first_seq = self.store.next_seq()
         self.warn_empty_saver = options.warn_empty_saver
 
     def execute(
@@ -127,9 +89,10 @@ class Execution:
         steps = self.steps
         last = self.options.until if self.options.until is not None else len(steps) - 1
         first = steps[start].name
-        self.run_info.update(first_step=first, resumed=snapshot is not None, skipped=start)
+        recorder = self.recorder
+        recorder.run_info.update(first_step=first, resumed=snapshot is not None, skipped=start)
         if snapshot is None:
-            previous = self.infos.get(first, {}).get("before")
+            previous = recorder.infos.get(first, {}).get("before")
             base = self.store.snapshot(previous) if previous is not None else None
             # A run that reuses builds on the tree the first step last received, so an unchanged
             # initial state is that very snapshot; otherwise a tree of its own lets old records go.
@@ -137,10 +100,10 @@ class Execution:
                 state, base, what=lambda key: f"initial_state[{key!r}]",
                 fresh=not self.options.reuse, remedy=_INITIAL_REMEDY,
             )
-            self.run_info["initial"] = snapshot.ref
-            self.unwritten = snapshot.bytes_written
-        elif self.resumed_run is not None:
-            self.run_info["initial"] = self.resumed_run.get("initial")
+            recorder.run_info["initial"] = snapshot.ref
+            recorder.unwritten = snapshot.bytes_written
+        elif recorder.resumed_run is not None:
+            recorder.run_info["initial"] = recorder.resumed_run.get("initial")
         for name in self.names[:start]:
             logger.info("step %r skipped (done in an earlier run)", name)
         tracked = TrackedState(state)
@@ -157,16 +120,16 @@ class Execution:
         finally:
             progress.close()
         following = steps[last + 1].name if last + 1 < len(steps) else None
-        self.run_info.update(
+        recorder.run_info.update(
             ended_at=time.time(), outcome="stopped" if following else "succeeded"
         )
-        self._commit(resume=following, state=snapshot.ref, written=self._take_unwritten())
+        recorder.commit(resume=following, state=snapshot.ref, written=recorder.take_unwritten())
         if following is not None:
             logger.info(
                 "stopped after step %r as asked (until=); the next run starts at step %r",
                 steps[last].name, following,
             )
-        self._collect()
+        recorder.collect()
         return dict(tracked)
 
     def _step(
@@ -186,14 +149,16 @@ class Execution:
             if reused is not None:
                 logger.info("step %r reused (%s)", step.name, decision.reason)
                 self.segment = index + 1
-                self.run_info.update(reused=self.run_info["reused"] + 1, last_step=step.name)
-                self.needs_commit = True
+                self.recorder.step_reused(step.name)
                 return (*reused, "reused")
             why = "its recorded output is damaged; running it writes it anew"
-        info = self.infos.get(step.name, {})
-        if self.needs_commit or info.get("before") != snapshot.ref:
-            self._set_info(step.name, dict(info, before=snapshot.ref))
-            self._commit(resume=step.name, state=snapshot.ref, written=self._take_unwritten())
+        recorder = self.recorder
+        info = recorder.infos.get(step.name, {})
+        if recorder.needs_commit or info.get("before") != snapshot.ref:
+            recorder.set_info(step.name, dict(info, before=snapshot.ref))
+            recorder.commit(
+                resume=step.name, state=snapshot.ref, written=recorder.take_unwritten()
+            )
         state, snapshot, mutable = self._run_step(index, state, data, snapshot, mutable, why)
         return state, snapshot, mutable, "ran"
 
@@ -239,11 +204,7 @@ class Execution:
                 "step %r: its recorded output is damaged, so it runs again: %s", step.name, exc
             )
             return None
-        for key in changed:
-            if key in state and not is_immutable(state[key]):
-                mutable.add(key)
-            else:
-                mutable.discard(key)
+        _track_mutable(state, changed, mutable)
         return state, after, mutable
 
     def _run_step(
@@ -257,13 +218,11 @@ class Execution:
     ) -> tuple[TrackedState, SaveResult, set[str]]:
         step = self.steps[index]
         started = time.perf_counter()
-        info = dict(self.infos.get(step.name, {}))
+        info = dict(self.recorder.infos.get(step.name, {}))
         kept_data = dict(data) if step.retry.retries else {}
         attempt = 1
         while True:
-            context = StepContext(
-                self.store, self.location, self.run_info["id"], before.entries
-            )
+            context = StepContext(self.store, self.location, self.recorder.run_id, before.entries)
             state.take_touched()
             try:
                 state, saved, mutable = self._attempt(
@@ -273,7 +232,8 @@ class Execution:
             except BaseException as exc:
                 self.store.discard_pending()
                 if not step.retry.retries_after(exc, attempt):
-                    self._record_failure(step, index, info, exc, started, before, attempt)
+                    where = f"step {step.name!r} ({index + 1}/{len(self.steps)})"
+                    self.recorder.step_failed(step, where, info, exc, started, before, attempt)
                     raise
                 attempt += 1
                 delay = step.retry.delay_before(attempt)
@@ -287,19 +247,8 @@ class Execution:
                 data.update(kept_data)
                 time.sleep(delay)
         duration = time.perf_counter() - started
-        info.update(
-            fingerprint=step.fingerprint, status="done", duration_s=duration,
-            ran_at=time.time(), error=None, run=self.run_info["id"], attempts=attempt,
-            input=before.ref, after=saved.ref,
-        )
-        self.run_info.update(executed=self.run_info["executed"] + 1, last_step=step.name)
         following = self.steps[index + 1].name if index + 1 < len(self.steps) else None
-        if following is not None:
-            self._set_info(following, dict(self.infos.get(following, {}), before=saved.ref))
-        written = self._commit(
-            resume=following, state=saved.ref, written=saved.bytes_written,
-            step=(step.name, info),
-        )
+        written = self.recorder.step_done(step, info, following, before, saved, duration, attempt)
         context.committed()
         logger.info(
             "step %r ran in %.3f s, wrote %d bytes%s", step.name, duration, written,
@@ -338,11 +287,7 @@ class Execution:
             appended=_appended(state, before.entries, touched, set(state.removed)),
         )
         state.take_touched()
-        for key in keys:
-            if key in state and not is_immutable(state[key]):
-                mutable.add(key)
-            else:
-                mutable.discard(key)
+        _track_mutable(state, keys, mutable)
         return state, saved, mutable
 
     def _restore_input(
@@ -388,117 +333,6 @@ class Execution:
 
         return load
 
-    def _record_failure(
-        self,
-        step: Step,
-        index: int,
-        info: dict[str, Any],
-        exc: BaseException,
-        started: float,
-        before: SaveResult,
-        attempts: int,
-    ) -> None:
-        info.update(
-            fingerprint=step.fingerprint, status="failed",
-            duration_s=time.perf_counter() - started, ran_at=time.time(),
-            error=f"{type(exc).__name__}: {exc}"[:500], run=self.run_info["id"],
-            attempts=attempts,
-        )
-        self.run_info.update(
-            ended_at=time.time(), outcome="failed", failed_step=step.name, last_step=step.name,
-            executed=self.run_info["executed"] + 1,
-        )
-        where = f"step {step.name!r} ({index + 1}/{len(self.steps)})"
-        tries = f" on each of {attempts} attempts" if attempts > 1 else ""
-        try:
-            self._commit(resume=step.name, state=before.ref, written=0, step=(step.name, info))
-        except Exception as commit_exc:  # noqa: BLE001  the user's exception matters more
-            logger.error("could not record the failure of %s: %s", where, commit_exc)
-        _add_note(
-            exc,
-            f"checkpoint_flow: {where} failed{tries}; the next run resumes at {step.name!r} "
-            f"with the state saved before it at {self.location}",
-        )
-        logger.info(
-            "%s failed%s after %.3f s; the next run resumes at %r", where, tries,
-            info["duration_s"], step.name,
-        )
-
-    def _set_info(self, name: str, info: dict[str, Any]) -> None:
-        self.infos[name] = info
-        self.changed_infos[name] = info
-
-    def _take_unwritten(self) -> int:
-        written, self.unwritten = self.unwritten, 0
-        return written
-
-    def _commit(
-        self,
-        *,
-        resume: str | None,
-        state: Any,
-        written: int,
-        step: tuple[str, dict[str, Any]] | None = None,
-    ) -> int:
-        """Commit a record; a step's info and the run's summary count the bytes written, this
-        record included. Returns the bytes this commit wrote."""
-        tag = self.run_info["id"]
-        info = None
-        if step is not None:
-            name, info = step
-            self.infos[name] = info
-            self.changed_infos[name] = info
-        # The record's size depends only on how many digits the numbers written inside it
-        # have: start from the last record's size and settle it (usually in two rounds).
-        size = self.record_size
-        for _ in range(4):
-            self._count(info, written + size)
-            mark = self.store.pending_mark()
-            body, steps_ref = self._body(resume, state)
-            exact = self.store.sealed_size(body, tag=tag)
-            if exact == size:
-                break
-            self.store.rewind_pending(mark)
-            size = exact
-        else:
-            self._count(info, written + size)
-            body, steps_ref = self._body(resume, state)
-        _name, size = self.store.commit(body, tag=tag)
-        self.record_size = size
-        self.written += written + size
-        self.steps_ref = steps_ref
-        self.changed_infos = {}
-        self.needs_commit = False
-        return written + size
-
-    def _count(self, info: dict[str, Any] | None, this_commit: int) -> None:
-        if info is not None:
-            info["bytes_written"] = this_commit
-        self.run_info["bytes_written"] = self.written + this_commit
-
-    def _body(self, resume: str | None, state: Any) -> tuple[dict[str, Any], Any]:
-        steps_ref = self.store.tree_update(
-            self.steps_ref, self.changed_infos, leaf_max=_STEP_TABLE_LEAF
-        )
-        return {
-            "kind": "flow",
-            "run": self.run_info,
-            "resume": resume,
-            "state": state,
-            "order": self.order_ref,
-            "steps": steps_ref,
-            "history": self.history_ref,
-        }, steps_ref
-
-    def _collect(self) -> None:
-        try:
-            self.store.collect_after(over_record_names(self.retention), self.first_seq)
-        except Exception as exc:  # noqa: BLE001  housekeeping must not fail a finished run
-            logger.warning(
-                "could not collect old snapshots at %s (the next run retries): %s",
-                self.location, exc,
-            )
-
 
 def load_data(step: Step, state: dict[str, Any], data: dict[str, Any]) -> None:
     """Call the step's loader, if it has one, and merge what it returns into ``data``."""
@@ -526,6 +360,15 @@ def _appended(
     return list(itertools.islice(reversed(state), count))[::-1]
 
 
+def _track_mutable(state: Mapping[str, Any], keys: Iterable[str], mutable: set[str]) -> None:
+    """Keep in ``mutable`` those of ``keys`` whose value in ``state`` can change in place."""
+    for key in keys:
+        if key in state and not is_immutable(state[key]):
+            mutable.add(key)
+        else:
+            mutable.discard(key)
+
+
 def _step_what(step: str) -> Callable[[str], str]:
     return lambda key: f"state[{key!r}] after step {step!r}"
 
@@ -538,11 +381,6 @@ def value_where(step: str, which: str = "before") -> Callable[[str, Any], str]:
     return where
 
 
-# Step-table leaves hold up to 16 steps, like snapshots': a commit rewrites one small leaf and
-# its parents, so a step costs the same at step 1,000 as at step 10. (64-step leaves let a
-# resume at step 1,000 read 17 records instead of about 250, but made each late commit
-# rewrite a leaf of 60 entries: 2-3x the cost of an early one.)
-_STEP_TABLE_LEAF = 16
 _INITIAL_REMEDY = (
     " Pass only picklable values in initial_state; bring live or heavy objects in through the "
     "first step's loader (into `data`). Nothing was run."
@@ -556,9 +394,3 @@ _STATE_REMEDY = (
     "checkpoint is untouched."
 )
 
-
-def _add_note(exc: BaseException, note: str) -> None:
-    if hasattr(exc, "add_note"):
-        exc.add_note(note)
-    else:  # Python 3.10
-        exc.__notes__ = [*getattr(exc, "__notes__", []), note]  # type: ignore[attr-defined]

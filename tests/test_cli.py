@@ -18,6 +18,7 @@ import pytest
 from checkpoint_flow import CheckpointFlow, memo
 from checkpoint_flow.cli import main
 from checkpoint_flow.demo import run_demo
+from checkpoint_flow.memo import global_api
 from tests.support.layout import state_entry
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -404,7 +405,7 @@ def test_memo_only_location_lists_entries_but_has_no_history(tmp_path):
     try:
         memo.apply_checkpoint("download")(lambda: b"x" * 100)()
     finally:
-        memo._default_store = None
+        global_api._default_store = None
     listing = cli("ls", str(tmp_path / "m"), "--json")
     assert listing.returncode == 0, listing.stderr
     assert [e["key"] for e in json.loads(listing.stdout)["memo"]] == ["download"]
@@ -604,7 +605,7 @@ def test_removing_every_memoized_call_frees_its_results_at_once(tmp_path):
         assert len(list((tmp_path / "m" / "memo").iterdir())) == 1
         memo.del_checkpoint("download")
     finally:
-        memo._default_store = None
+        global_api._default_store = None
     assert list((tmp_path / "m" / "memo").iterdir()) == []
     assert_one_line_error(cli("gc", str(tmp_path / "m")), 1, "no checkpoint at")
     assert "other entries" not in cli("ls", str(tmp_path / "m")).stderr

@@ -12,7 +12,13 @@ from typing import Any
 import pytest
 
 from checkpoint_flow import CheckpointFlow, FsspecHandler, StepNotFoundError, memo
-from checkpoint_flow.memo import CallInfo, apply_checkpoint, del_checkpoint, set_checkpoint_file
+from checkpoint_flow.memo import (
+    CallInfo,
+    apply_checkpoint,
+    del_checkpoint,
+    global_api,
+    set_checkpoint_file,
+)
 from tests.support.faulty_fs import FaultyFileSystem, disk_full
 
 
@@ -21,7 +27,7 @@ def location(tmp_path: Path) -> Iterator[Path]:
     path = tmp_path / "calls"
     set_checkpoint_file(path)
     yield path
-    memo._default_store = None
+    global_api._default_store = None
 
 
 def test_a_one_argument_key_function_receives_the_call_info(location):
@@ -110,7 +116,7 @@ def test_a_result_whose_write_fails_is_returned_and_the_failure_logged(caplog):
 
 def test_apply_checkpoint_keeps_the_result_when_the_write_fails(tmp_path, caplog):
     fs = FaultyFileSystem()
-    memo._default_store = CheckpointFlow(FsspecHandler("faultymem://a", filesystem=fs)).store
+    global_api._default_store = CheckpointFlow(FsspecHandler("faultymem://a", filesystem=fs)).store
     fs.write_fault = disk_full
     try:
         async def fetch() -> str:
@@ -119,7 +125,7 @@ def test_apply_checkpoint_keeps_the_result_when_the_write_fails(tmp_path, caplog
         with caplog.at_level(logging.ERROR, logger="checkpoint_flow"):
             assert asyncio.run(apply_checkpoint("fetch")(fetch)()) == "page" * 100
     finally:
-        memo._default_store = None
+        global_api._default_store = None
     assert any("could not store the result" in r.getMessage() for r in caplog.records)
 
 

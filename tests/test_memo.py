@@ -12,6 +12,7 @@ import pytest
 
 from checkpoint_flow import CheckpointCorruptError, CheckpointFlow, CheckpointFlowError, memo
 from checkpoint_flow.errors import UnpicklableStateError
+from checkpoint_flow.memo import global_api
 
 
 @pytest.fixture
@@ -25,7 +26,7 @@ def compat(tmp_path: Path) -> Iterator[Path]:
     location = tmp_path / "compat"
     memo.set_checkpoint_dir(location)
     yield location
-    memo._default_store = None
+    global_api._default_store = None
 
 
 def test_second_call_with_same_arguments_returns_stored_result_without_running(cp):
@@ -302,7 +303,7 @@ def test_set_checkpoint_file_is_the_older_spelling(tmp_path):
         assert memo.apply_checkpoint("k")(lambda: 7)() == 7
         assert memo.apply_checkpoint("k")(lambda: 8)() == 7
     finally:
-        memo._default_store = None
+        global_api._default_store = None
     assert (tmp_path / "old" / "memo").is_dir()
 
 
@@ -310,8 +311,8 @@ def test_apply_checkpoint_without_a_location_runs_unchanged_and_says_so_once(
     monkeypatch, caplog
 ):
     # ai2-kit runs the function unchanged until a checkpoint file is set; so do we, saying so.
-    memo._default_store = None
-    monkeypatch.setattr(memo, "_said_nothing_is_stored", False)
+    global_api._default_store = None
+    monkeypatch.setattr(global_api, "_said_nothing_is_stored", False)
     calls = []
     wrapped = memo.apply_checkpoint("k")(lambda: calls.append(1) or len(calls))
     with caplog.at_level("WARNING", logger="checkpoint_flow"):
@@ -326,7 +327,7 @@ def test_apply_checkpoint_without_a_location_runs_unchanged_and_says_so_once(
 
 def test_set_checkpoint_dir_creates_nothing_until_a_result_is_stored(tmp_path):
     memo.set_checkpoint_dir(tmp_path / "lazy")
-    memo._default_store = None
+    global_api._default_store = None
     assert not (tmp_path / "lazy").exists()
 
 
@@ -338,7 +339,7 @@ def test_apply_checkpoint_on_s3_with_storage_options(s3):
         for _ in range(2):
             assert memo.apply_checkpoint("s3-key")(lambda: calls.append(1) or "v")() == "v"
     finally:
-        memo._default_store = None
+        global_api._default_store = None
     assert calls == [1]
     assert len(fs.find(f"{bucket}/m/memo")) == 1
 

@@ -46,6 +46,9 @@ SECURITY_HEADERS = {
 }
 
 
+# How often the serving loop looks for a stop request: stop() returns within this.
+STOP_POLL_S = 0.05
+
 class Dashboard:
     """A dashboard of ``locations`` served on ``host``:``port`` (0 picks a free port).
 
@@ -84,12 +87,13 @@ class Dashboard:
 
     def serve_forever(self) -> None:
         """Serve on this thread until :meth:`stop` (or KeyboardInterrupt)."""
-        self._httpd.serve_forever()
+        self._httpd.serve_forever(STOP_POLL_S)
 
     def start(self) -> Self:
         """Serve on a background thread; returns self."""
         self._thread = threading.Thread(
-            target=self._httpd.serve_forever, name="checkpoint-dashboard", daemon=True
+            target=self._httpd.serve_forever, args=(STOP_POLL_S,), name="checkpoint-dashboard",
+            daemon=True,
         )
         self._thread.start()
         return self
