@@ -389,7 +389,7 @@ class FlowCore:
         ``option`` is how the caller spelled the argument (``checkpoint``, ``--step``...), so the
         error names what the user typed.
         """
-        listing = ", ".join(f"{i}:{n}" for i, n in enumerate(names)) or "none"
+        listing = [f"{i}:{n}" for i, n in enumerate(names)]
         if not isinstance(ref, (str, bool)):
             with contextlib.suppress(TypeError):
                 ref = operator.index(ref)  # NumPy and other integer types
@@ -402,10 +402,10 @@ class FlowCore:
         if isinstance(ref, int):
             if -len(names) <= ref < len(names):
                 return ref % len(names)
-            raise StepNotFoundError(f"{shown} is out of range; steps are: {listing}")
+            raise StepNotFoundError(shown, listing, "is out of range")
         if ref in names:
             return names.index(ref)
-        raise StepNotFoundError(f"{shown} names no step; steps are: {listing}")
+        raise StepNotFoundError(shown, listing)
 
 
 def _check_flag(name: str, value: object) -> None:
