@@ -34,7 +34,8 @@ from typing import TYPE_CHECKING, Any
 from filelock import FileLock, Timeout
 
 from ..errors import CheckpointCorruptError, CheckpointLockedError, CheckpointWriteError
-from .handlers import LocalHandler, StateHandler
+from .local import LocalHandler
+from .protocol import StateHandler
 
 if TYPE_CHECKING:
     from typing_extensions import Self

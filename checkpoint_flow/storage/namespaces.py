@@ -22,7 +22,7 @@ from typing import Any
 
 from ..errors import CheckpointCorruptError, CheckpointSignatureError, CheckpointWriteError
 from .codec import decode, seal, unseal
-from .handlers import check_name
+from .protocol import check_name
 from .store import Store, read_error
 
 MAGIC = b"CFENTRY2"

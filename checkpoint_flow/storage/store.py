@@ -52,7 +52,7 @@ from .codec import (
     seal,
     unseal,
 )
-from .handlers import StateHandler
+from .protocol import StateHandler
 
 logger = logging.getLogger(__name__)
 
