@@ -5,6 +5,7 @@ Modules, lowest first: ``protocol`` (the `StateHandler` protocol and its byte ty
 (choosing one for a location), ``codec`` (bytes <-> objects, hashing, compression, sealed
 records), ``tree`` (maps as Merkle tries), ``store`` (snapshots, commit records, verification,
 collection; format 2, see FORMAT.md), ``namespaces`` (self-contained entries for the store's
-clients) and ``locks`` (one run at a time). Nothing here imports the flow, memo, fan-out or
-training modules.
+clients), ``lock_records``, ``lock_base``, ``local_lock`` and ``record_lock`` (who holds a run
+lock, what every run lock does, and its two kinds) and ``locks`` (choosing the run lock for a
+location). Nothing here imports the flow, memo, fan-out or training modules.
 """
