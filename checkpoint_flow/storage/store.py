@@ -20,12 +20,10 @@ exactly those two marks from the records a retention rule keeps.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import hmac
 import json
 import logging
-import pickle
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -35,62 +33,52 @@ from typing import Any
 from ..errors import (
     CheckpointCorruptError,
     CheckpointFormatError,
-    CheckpointReadError,
     CheckpointSignatureError,
     CheckpointWriteError,
-    UnpicklableStateError,
 )
 from . import tree
-from .codec import (
-    EncodedValue,
-    Signer,
-    check_compression,
-    compressed,
-    decode,
-    digest_chunks,
-    encode,
-    seal,
-    unseal,
+from .codec import EncodedValue, Signer, check_compression, seal, unseal
+from .layout import (
+    FORMAT_1_FOLDER,
+    FORMAT_VERSION,
+    PENDING,
+    RECORDS,
+    VALUES,
+    Entry,
+    Keep,
+    Manifest,
+    RecordName,
+    blob_path,
+    read_error,
 )
 from .protocol import StateHandler
+from .values import INLINE_LIMIT, ValueBlobs, is_immutable, type_name
+
+__all__ = [
+    "FORMAT_VERSION",
+    "INLINE_LIMIT",
+    "PENDING",
+    "RECORDS",
+    "TEMP_GRACE_S",
+    "VALUES",
+    "Entry",
+    "Keep",
+    "Manifest",
+    "RecordName",
+    "SaveResult",
+    "Store",
+    "blob_path",
+    "is_immutable",
+    "read_error",
+    "type_name",
+]
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2
-RECORDS = "records"
-VALUES = "values"
-# Present only in locations written by format 1 (checkpoint_flow 0.1).
-_FORMAT_1_FOLDER = "blobs"
-# Values whose blob would be this small are kept inside a tree node instead.
-INLINE_LIMIT = 512
-# A value blob this small is read back and checked before a commit relies on the stored copy.
-_VERIFY_EXISTING_LIMIT = 2**20
-# Left when a collection failed: the next run collects whatever else happened.
-PENDING = "collect.pending"
 # Temp files of writes that never finished are removed by collection once this old.
 TEMP_GRACE_S = 3600.0
 _NODE_CACHE = 20_000
 _RECORD_CACHE = 1024
-
-Entry = dict[str, Any]
-Manifest = dict[str, Entry]
-Keep = Callable[[list[dict[str, Any]]], Iterable[int]]
-
-_ATOMS = (bytes, str, int, float, complex, bool, type(None))
-
-
-def is_immutable(value: Any) -> bool:
-    """True for values that cannot change in place (so an untouched key needs no new look)."""
-    if type(value) in _ATOMS:
-        return True
-    if type(value) in (tuple, frozenset):
-        return all(type(v) in _ATOMS for v in value)
-    return False
-
-
-def type_name(value: Any) -> str:
-    t = type(value)
-    return t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
 
 
 @dataclass(frozen=True)
@@ -101,28 +89,6 @@ class SaveResult:
     entries: Manifest
     bytes_written: int
     next_pos: int = -1  # the position a new key gets; -1: not known yet
-
-
-@dataclass(frozen=True)
-class RecordName:
-    """What a record's file name tells without reading it: its number and its writer's tag."""
-
-    name: str
-    seq: int
-    tag: str
-
-    @classmethod
-    def parse(cls, name: str) -> RecordName:
-        stem = name.rsplit("/", 1)[-1].removesuffix(".rec")
-        seq, _, tag = stem.partition(".")
-        try:
-            return cls(name, int(seq), tag)
-        except ValueError as exc:
-            raise CheckpointCorruptError(f"unexpected record name {name!r}") from exc
-
-    def summary(self) -> dict[str, Any]:
-        """The form retention rules receive."""
-        return {"seq": self.seq, "name": self.name, "run": {"id": self.tag}}
 
 
 @dataclass
@@ -142,17 +108,17 @@ class Store:
     _pending: list[str] = field(default_factory=list, repr=False)
     _nodes: OrderedDict[str, dict[str, Any]] = field(default_factory=OrderedDict, repr=False)
     _records: OrderedDict[int, list[str]] = field(default_factory=OrderedDict, repr=False)
-    # Blobs found damaged: a commit that needs one of them writes it again instead of trusting it.
-    _damaged: set[str] = field(default_factory=set, repr=False)
     _format_checked: bool = field(default=False, repr=False)
     _stamp: float | None = field(default=None, repr=False)
     _names: dict[int, str] = field(default_factory=dict, repr=False)
     _sealed: tuple[Any, str, int, bytes] | None = field(default=None, repr=False)
     # Called before every commit; a run lock's check, so a run that lost its lock stops there.
     guard: Callable[[], None] | None = field(default=None, repr=False)
+    _values: ValueBlobs = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         check_compression(self.compress)
+        self._values = ValueBlobs(self.handler, self.signer, self.compress)
 
     @property
     def location(self) -> str:
@@ -163,7 +129,7 @@ class Store:
         if self._format_checked:
             return
         try:
-            old = self.handler.list(_FORMAT_1_FOLDER)
+            old = self.handler.list(FORMAT_1_FOLDER)
         except OSError as exc:
             raise read_error(f"the location {self.location}", exc) from exc
         if old:
@@ -179,108 +145,26 @@ class Store:
 
     def encode(self, value: Any, what: str, remedy: str = "") -> EncodedValue:
         """Serialize a value; raise UnpicklableStateError naming ``what``."""
-        try:
-            plain = encode(value)
-        except (pickle.PicklingError, TypeError, AttributeError, RecursionError) as exc:
-            raise UnpicklableStateError(
-                f"{what} ({type_name(value)}) cannot be pickled: {exc}.{remedy}"
-            ) from exc
-        if self.compress is None or plain.size <= INLINE_LIMIT:
-            return plain
-        return compressed(plain, self.compress)
+        return self._values.encode(value, what, remedy)
 
     def entry_of(self, encoded: EncodedValue, value: Any, *, what: str) -> tuple[Entry, int]:
         """The entry for an encoded value: inline when small, else a value blob (written if it
         is not stored yet). Returns the entry and the bytes written."""
-        if encoded.size <= INLINE_LIMIT and not encoded.compressed:
-            content = b"".join(bytes(chunk) for chunk in encoded.chunks)
-            entry: Entry = {
-                "inline": base64.b64encode(content).decode("ascii"),
-                "digest": encoded.digest,
-                "size": encoded.size,
-                "type": type_name(value),
-            }
-            return entry, 0
-        name = self.signer.blob_name(encoded)
-        written = self._put_blob(name, encoded, what=what)
-        return {
-            "blob": name,
-            "digest": encoded.digest,
-            "size": encoded.size,
-            "type": type_name(value),
-        }, written
+        return self._values.entry_of(encoded, value, what=what)
 
     def put_value(self, value: Any, *, what: str) -> tuple[Entry, int]:
         """Store one value; return its entry and the bytes written."""
-        return self.entry_of(self.encode(value, what), value, what=what)
+        return self._values.put_value(value, what=what)
 
     def get_value(self, entry: Mapping[str, Any], *, where: str, remedy: str = "") -> Any:
         """Read, verify and decode the value an entry holds or names.
 
         ``where`` names the value in messages; ``remedy`` ends the message of a damaged one.
         """
-        where = f"{where} at {self.location}"
-        try:
-            if "inline" in entry:
-                data: Any = _inline_content(entry, where)
-            else:
-                data = self.read_blob(entry["blob"], where)
-        except CheckpointCorruptError as exc:
-            raise CheckpointCorruptError(f"{exc}{remedy}") from exc
-        try:
-            return decode(data)
-        except CheckpointCorruptError as exc:
-            raise CheckpointCorruptError(f"{where} is damaged: {exc}{remedy}") from exc
-        except Exception as exc:
-            raise CheckpointCorruptError(
-                f"{where} could not be unpickled ({type(exc).__name__}: {exc}); a class or "
-                "module it needs may have changed or be missing"
-            ) from exc
+        return self._values.get_value(entry, where=where, remedy=remedy)
 
     def read_blob(self, blob: str, where: str) -> Any:
-        try:
-            data = self.handler.read(blob_path(blob))
-        except FileNotFoundError as exc:
-            self._damaged.add(blob)
-            raise CheckpointCorruptError(
-                f"{where} is missing from storage. Run `checkpoint-flow verify` to list the "
-                "damage."
-            ) from exc
-        except OSError as exc:
-            raise read_error(where, exc) from exc
-        if not self.signer.check_blob(data, blob, self.signer.blob_hash):
-            self._damaged.add(blob)
-            raise CheckpointCorruptError(
-                f"{where} does not match its hash: the blob was altered or truncated."
-            )
-        return data
-
-    def _put_blob(self, name: str, encoded: EncodedValue, *, what: str) -> int:
-        path = blob_path(name)
-        try:
-            # Never rewrite a sound stored blob: on a store without atomic writes a failed
-            # rewrite could damage content that an older snapshot still names. A blob known to be
-            # damaged, or a small one that fails its check, is written again: the location heals.
-            if name not in self._damaged and self._stored_intact(name, encoded.size):
-                return 0
-            self.handler.write(path, encoded.chunks)
-        except OSError as exc:
-            raise CheckpointWriteError(
-                f"could not write {what} to {self.location}: {exc}. "
-                "The previous checkpoint is intact; fix the storage problem and rerun."
-            ) from exc
-        self._damaged.discard(name)
-        return encoded.size
-
-    def _stored_intact(self, name: str, size: int) -> bool:
-        path = blob_path(name)
-        if size > _VERIFY_EXISTING_LIMIT:
-            return self.handler.exists(path)
-        try:
-            stored = self.handler.read(path)
-        except FileNotFoundError:
-            return False
-        return self.signer.check_blob(stored, name, self.signer.blob_hash)
+        return self._values.read_blob(blob, where)
 
     # -- tree nodes ----------------------------------------------------------------------------
 
@@ -793,27 +677,3 @@ def _reorder(entries: Manifest, order: list[str]) -> dict[str, Entry]:
 
 def _same_name(computed: str, given: str) -> bool:
     return hmac.compare_digest(computed, given)
-
-
-def _inline_content(entry: Mapping[str, Any], where: str) -> bytes:
-    try:
-        data = base64.b64decode(entry["inline"], validate=True)
-    except (ValueError, TypeError) as exc:
-        raise CheckpointCorruptError(f"{where} is damaged: bad inline value ({exc})") from exc
-    if digest_chunks([data]) != entry.get("digest"):
-        raise CheckpointCorruptError(f"{where} does not match its digest: it was altered")
-    return data
-
-
-def read_error(what: str, exc: OSError) -> CheckpointReadError:
-    """The error for storage that could not be read; ``what`` names what was being read."""
-    return CheckpointReadError(
-        f"could not read {what}: {type(exc).__name__}: {exc}. Nothing was changed; rerun when "
-        "the storage is reachable."
-    )
-
-
-def blob_path(blob: str) -> str:
-    if not blob or not all(c in "0123456789abcdef" for c in blob):
-        raise CheckpointCorruptError(f"invalid blob name {blob!r} in a record")
-    return f"{VALUES}/{blob[:2]}/{blob}"
