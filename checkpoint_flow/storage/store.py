@@ -1,45 +1,21 @@
-"""Snapshots: how state is laid out in storage, committed, verified and collected (format 2).
-
-Layout under the location (see FORMAT.md)::
-
-    values/<2 hex>/<name>          one serialized value larger than 512 bytes, named by its hash
-    records/<seq>.<tag>.rec        sealed JSON commit records, append-only, the newest wins
-    <namespace>/...                self-contained entries of the store's clients (namespaces.py)
-
-A snapshot of a state is a Merkle trie (tree.py) mapping each key to an entry that holds a small
-value inline or names its value blob. Tree nodes are not files of their own: the nodes a commit
-creates travel inside that commit's record, and a node is referenced as ``{"@": "seq.index.hash"}``
-(the record holding it, its place there and the hash of its bytes). A commit therefore writes
-the changed value blobs and one record whose size depends on what changed, never on how many
-steps, runs or unchanged keys exist.
-
-The store knows nothing about its clients: a record body is the client's JSON, in which
-``{"@": ...}`` marks a node reference and ``{"blob": ...}`` a value blob. Collection follows
-exactly those two marks from the records a retention rule keeps.
+"""Snapshots in storage, format 2 (see FORMAT.md): `Store` commits, reads, verifies and collects
+them on one handler through its value blobs (`values`), tree nodes (`nodes`) and commit records
+(`records`). A commit writes the changed value blobs and one record holding the nodes it created,
+so its size depends on what changed, never on how many steps, runs or unchanged keys exist.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hmac
-import json
 import logging
-import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import (
-    CheckpointCorruptError,
-    CheckpointFormatError,
-    CheckpointSignatureError,
-    CheckpointWriteError,
-)
+from ..errors import CheckpointCorruptError
 from . import tree
-from .codec import EncodedValue, Signer, check_compression, seal, unseal
+from .codec import EncodedValue, Signer, check_compression
 from .layout import (
-    FORMAT_1_FOLDER,
     FORMAT_VERSION,
     PENDING,
     RECORDS,
@@ -51,7 +27,9 @@ from .layout import (
     blob_path,
     read_error,
 )
+from .nodes import Nodes
 from .protocol import StateHandler
+from .records import RecordLog
 from .values import INLINE_LIMIT, ValueBlobs, is_immutable, type_name
 
 __all__ = [
@@ -77,8 +55,6 @@ logger = logging.getLogger(__name__)
 
 # Temp files of writes that never finished are removed by collection once this old.
 TEMP_GRACE_S = 3600.0
-_NODE_CACHE = 20_000
-_RECORD_CACHE = 1024
 
 
 @dataclass(frozen=True)
@@ -104,21 +80,17 @@ class Store:
     signer: Signer = field(default_factory=lambda: Signer(None))
     compress: str | None = None
     temp_grace_s: float = TEMP_GRACE_S
-    _last_seq: int | None = field(default=None, repr=False)
-    _pending: list[str] = field(default_factory=list, repr=False)
-    _nodes: OrderedDict[str, dict[str, Any]] = field(default_factory=OrderedDict, repr=False)
-    _records: OrderedDict[int, list[str]] = field(default_factory=OrderedDict, repr=False)
-    _format_checked: bool = field(default=False, repr=False)
-    _stamp: float | None = field(default=None, repr=False)
-    _names: dict[int, str] = field(default_factory=dict, repr=False)
-    _sealed: tuple[Any, str, int, bytes] | None = field(default=None, repr=False)
     # Called before every commit; a run lock's check, so a run that lost its lock stops there.
     guard: Callable[[], None] | None = field(default=None, repr=False)
     _values: ValueBlobs = field(init=False, repr=False)
+    _log: RecordLog = field(init=False, repr=False)
+    _nodes: Nodes = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         check_compression(self.compress)
         self._values = ValueBlobs(self.handler, self.signer, self.compress)
+        self._log = RecordLog(self.handler, self.signer)
+        self._nodes = Nodes(self._log, self.signer)
 
     @property
     def location(self) -> str:
@@ -126,20 +98,7 @@ class Store:
 
     def check_format(self) -> None:
         """Refuse a location written by format 1, once per store. Raises CheckpointFormatError."""
-        if self._format_checked:
-            return
-        try:
-            old = self.handler.list(FORMAT_1_FOLDER)
-        except OSError as exc:
-            raise read_error(f"the location {self.location}", exc) from exc
-        if old:
-            raise CheckpointFormatError(
-                f"{self.location} was written by checkpoint_flow 0.1 (storage format 1); this "
-                f"version reads format {FORMAT_VERSION} and will not guess. Finish or inspect "
-                "that run with checkpoint_flow 0.1 (pip install 'checkpoint_flow==0.1.0'), or "
-                "move the location aside and start a new one."
-            )
-        self._format_checked = True
+        self._log.check_format()
 
     # -- values -------------------------------------------------------------------------------
 
@@ -170,76 +129,11 @@ class Store:
 
     def add_node(self, node: dict[str, Any]) -> dict[str, str]:
         """Queue a node for the next commit; return its reference."""
-        raw = json.dumps(node, sort_keys=True, separators=(",", ":"))
-        seq = self.next_seq()
-        ref = f"{seq}.{len(self._pending)}.{self.signer.name_of([raw.encode()])}"
-        self._pending.append(raw)
-        self._cache_node(ref, node)
-        return {"@": ref}
+        return self._nodes.add(node)
 
     def load_node(self, ref: Mapping[str, str]) -> dict[str, Any]:
         """The node a reference names, verified against its hash."""
-        try:
-            key = ref["@"]
-            seq_text, index_text, digest = key.split(".")
-            seq, index = int(seq_text), int(index_text)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise CheckpointCorruptError(
-                f"invalid node reference {ref!r} at {self.location}"
-            ) from exc
-        cached = self._nodes.get(key)
-        if cached is not None:
-            self._nodes.move_to_end(key)
-            return cached
-        if seq == self._last_seq_or_none() + 1 and index < len(self._pending):
-            raw = self._pending[index]
-        else:
-            nodes = self._record_nodes(seq)
-            if index >= len(nodes):
-                raise CheckpointCorruptError(
-                    f"record {seq} at {self.location} has no node {index} (named by {key})"
-                )
-            raw = nodes[index]
-        if not _same_name(self.signer.name_of([raw.encode()]), digest):
-            raise CheckpointCorruptError(
-                f"node {key} at {self.location} does not match its hash: record {seq} was "
-                "altered"
-            )
-        node = json.loads(raw)
-        if not isinstance(node, dict):
-            raise CheckpointCorruptError(f"node {key} at {self.location} is not an object")
-        self._cache_node(key, node)
-        return node
-
-    def _cache_node(self, key: str, node: dict[str, Any]) -> None:
-        self._nodes[key] = node
-        if len(self._nodes) > _NODE_CACHE:
-            self._nodes.popitem(last=False)
-
-    def _record_nodes(self, seq: int) -> list[str]:
-        cached = self._records.get(seq)
-        if cached is not None:
-            self._records.move_to_end(seq)
-            return cached
-        name = self._names.get(seq)
-        if name is None:
-            # One listing serves every record read after it.
-            self._names = {RecordName.parse(n).seq: n for n in self.record_names()}
-            name = self._names.get(seq)
-        if name is None:
-            raise CheckpointCorruptError(
-                f"record {seq} at {self.location} is missing but a newer record names a node "
-                "in it. Run `checkpoint-flow verify` to list the damage."
-            )
-        body = self.read_record(name)
-        nodes = [str(node) for node in body.get("nodes", [])]
-        self._remember_record(seq, nodes)
-        return nodes
-
-    def _remember_record(self, seq: int, nodes: list[str]) -> None:
-        self._records[seq] = nodes
-        if len(self._records) > _RECORD_CACHE:
-            self._records.popitem(last=False)
+        return self._nodes.load(ref)
 
     def put_json(self, value: Any) -> dict[str, str]:
         """Store a small JSON value (a list of names, a run history) as a node."""
@@ -253,13 +147,13 @@ class Store:
     def tree_update(
         self, ref: Any, changes: Mapping[str, Any], *, leaf_max: int = tree.LEAF_MAX
     ) -> Any:
-        return tree.update(_Nodes(self), ref, changes, leaf_max)
+        return tree.update(self._nodes, ref, changes, leaf_max)
 
     def tree_items(self, ref: Any) -> Iterator[tuple[str, Any]]:
-        return tree.items(_Nodes(self), ref)
+        return tree.items(self._nodes, ref)
 
     def tree_get(self, ref: Any, key: str) -> Any:
-        return tree.get(_Nodes(self), ref, key)
+        return tree.get(self._nodes, ref, key)
 
     # -- state snapshots ---------------------------------------------------------------------------
 
@@ -332,7 +226,7 @@ class Store:
             if changed is not None:
                 entries[key] = changed
         if fresh:
-            ref = tree.build(_Nodes(self), entries)
+            ref = tree.build(self._nodes, entries)
         else:
             ref = self.tree_update(base.ref if base is not None else None, changes)
         if ref is None:
@@ -362,41 +256,10 @@ class Store:
     # -- records ------------------------------------------------------------------------------
 
     def record_names(self) -> list[str]:
-        try:
-            names = self.handler.list(RECORDS)
-        except OSError as exc:
-            raise read_error(f"the records at {self.location}", exc) from exc
-        found = [n for n in names if n.endswith(".rec")]
-        return sorted(found, key=lambda n: RecordName.parse(n).seq)
+        return self._log.record_names()
 
     def read_record(self, name: str) -> dict[str, Any]:
-        where = f"{self.location}/{name}"
-        try:
-            data = self.handler.read(name)
-        except FileNotFoundError as exc:
-            raise CheckpointCorruptError(f"record {where} disappeared while reading") from exc
-        except OSError as exc:
-            raise read_error(f"record {where}", exc) from exc
-        body = unseal(data, self.signer, where)
-        version = body.get("format")
-        if version != FORMAT_VERSION:
-            raise CheckpointFormatError(
-                f"record {where} has storage format {version!r}; this checkpoint_flow reads "
-                f"format {FORMAT_VERSION}. Use the checkpoint_flow version that wrote it "
-                "(format 1: checkpoint_flow 0.1), or move the location aside and start a new one."
-            )
-        if body.get("name") != name:
-            error = CheckpointSignatureError if self.signer.enabled else CheckpointCorruptError
-            raise error(
-                f"record {where} was written as {body.get('name')!r}: it was copied or renamed "
-                "after it was written (a replayed record); refusing to load it"
-            )
-        if body.get("hash") == "blake2b-256-keyed" and not self.signer.enabled:
-            raise CheckpointSignatureError(
-                f"record {where} was written with a signing key; set the same key "
-                "(key=... or CHECKPOINT_FLOW_KEY) to load it"
-            )
-        return body
+        return self._log.read_record(name)
 
     def latest_record(self, *, fallback: bool = False) -> dict[str, Any] | None:
         """The newest committed record, or None if the location holds none.
@@ -406,8 +269,7 @@ class Store:
         """
         self.check_format()
         names = self.record_names()
-        if names:
-            self._last_seq = max(self._last_seq or 0, RecordName.parse(names[-1]).seq)
+        self._log.note_newest(names)
         if not names:
             return None
         if not fallback:
@@ -446,77 +308,28 @@ class Store:
             raise ValueError(f"record tag must be letters and digits, got {tag!r}")
         if self.guard is not None:
             self.guard()
-        seq = self.next_seq()
-        name = f"{RECORDS}/{seq:012d}.{tag}.rec"
-        nodes = list(self._pending)
-        sealed = self._seal(body, tag)
-        self._stamp = None
-        try:
-            created = self.handler.create(name, sealed)
-        except OSError as exc:
-            # A store without atomic writes may keep part of a failed record; remove it so the
-            # previous record stays the newest one.
-            with contextlib.suppress(OSError):
-                self.handler.delete(name)
-            raise CheckpointWriteError(
-                f"could not commit {name} at {self.location}: {exc}. The previous checkpoint "
-                "is intact; fix the storage problem and rerun."
-            ) from exc
-        if not created:
-            raise CheckpointWriteError(
-                f"{name} at {self.location} was written by another process during this run; "
-                "two runs are using the same location. Stop the other run and rerun."
-            )
-        self._last_seq = seq
-        self._pending = []
-        self._remember_record(seq, nodes)
-        return name, len(sealed)
+        committed = self._log.commit(body, tag, self._nodes.pending)
+        self._nodes.committed()
+        return committed
 
     def sealed_size(self, body: Mapping[str, Any], *, tag: str) -> int:
         """The size in bytes of the record the next `commit` of ``body`` would write."""
-        sealed = self._seal(body, tag)
-        # The commit of this very body (unchanged, nothing queued since) writes these bytes.
-        self._sealed = (body, tag, len(self._pending), sealed)
-        return len(sealed)
-
-    def _seal(self, body: Mapping[str, Any], tag: str) -> bytes:
-        if self._sealed is not None:
-            last_body, last_tag, pending, sealed = self._sealed
-            self._sealed = None
-            if last_body is body and last_tag == tag and pending == len(self._pending):
-                return sealed
-        if self._stamp is None:
-            self._stamp = time.time()
-        seq = self.next_seq()
-        return seal(
-            dict(body, format=FORMAT_VERSION, seq=seq, name=f"{RECORDS}/{seq:012d}.{tag}.rec",
-                 written_at=self._stamp, hash=self.signer.blob_hash, nodes=self._pending),
-            self.signer,
-        )
+        return self._log.sealed_size(body, tag, self._nodes.pending)
 
     def pending_mark(self) -> int:
         """How many nodes are queued; `rewind_pending` drops the ones queued after."""
-        return len(self._pending)
+        return self._nodes.mark()
 
     def rewind_pending(self, mark: int) -> None:
-        del self._pending[mark:]
+        self._nodes.rewind(mark)
 
     def next_seq(self) -> int:
         """The number the next commit gets."""
-        return self._last_seq_or_none() + 1
-
-    def _last_seq_or_none(self) -> int:
-        if self._last_seq is None:
-            names = self.record_names()
-            self._last_seq = RecordName.parse(names[-1]).seq if names else 0
-        return self._last_seq
+        return self._log.next_seq()
 
     def discard_pending(self) -> None:
         """Forget nodes queued for a commit that will not happen."""
-        prefix = f"{self.next_seq()}."
-        for key in [k for k in self._nodes if k.startswith(prefix)]:
-            del self._nodes[key]
-        self._pending = []
+        self._nodes.discard()
 
     # -- integrity and collection ---------------------------------------------------------------
 
@@ -602,7 +415,7 @@ class Store:
         for n in names:
             if n.seq not in kept and n.seq not in needed:
                 self.handler.delete(n.name)
-                self._records.pop(n.seq, None)
+                self._log.forget_record(n.seq)
                 dropped += 1
         removed = 0
         for path in self.handler.list(VALUES):
@@ -647,19 +460,6 @@ class Store:
         return temps
 
 
-class _Nodes:
-    """The store as a tree.NodeStore."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-
-    def add(self, node: dict[str, Any]) -> Any:
-        return self.store.add_node(node)
-
-    def load(self, ref: Any) -> dict[str, Any]:
-        return self.store.load_node(ref)
-
-
 def _next_pos(entries: Mapping[str, Entry]) -> int:
     return max((e.get("pos", 0) for e in entries.values()), default=-1) + 1
 
@@ -673,7 +473,3 @@ def _reorder(entries: Manifest, order: list[str]) -> dict[str, Entry]:
         key: dict(entries[key], pos=pos)
         for pos, key in enumerate(k for k in order if k in entries)
     }
-
-
-def _same_name(computed: str, given: str) -> bool:
-    return hmac.compare_digest(computed, given)
