@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import CheckpointCorruptError
-from . import tree
+from . import collection, snapshots, tree
 from .codec import EncodedValue, Signer, check_compression
 from .layout import (
     FORMAT_VERSION,
@@ -30,6 +30,7 @@ from .layout import (
 from .nodes import Nodes
 from .protocol import StateHandler
 from .records import RecordLog
+from .snapshots import SaveResult
 from .values import INLINE_LIMIT, ValueBlobs, is_immutable, type_name
 
 __all__ = [
@@ -55,16 +56,6 @@ logger = logging.getLogger(__name__)
 
 # Temp files of writes that never finished are removed by collection once this old.
 TEMP_GRACE_S = 3600.0
-
-
-@dataclass(frozen=True)
-class SaveResult:
-    """A saved state: its tree, its entries by key and what saving it wrote."""
-
-    ref: Any
-    entries: Manifest
-    bytes_written: int
-    next_pos: int = -1  # the position a new key gets; -1: not known yet
 
 
 @dataclass
@@ -177,62 +168,10 @@ class Store:
 
         Raises TypeError for a non-str key, UnpicklableStateError, CheckpointWriteError.
         """
-        old = base.entries if base is not None else {}
-        # Only the keys looked at change; with ``keys`` the base's entries are updated in place
-        # (the caller moves on from the base), so a step costs what it changed, not the state.
-        entries = dict(old) if keys is None else old
-        changes: dict[str, Entry | None] = {}
-        written = 0
-        look_at = list(state) if keys is None else list(keys)
-        next_pos = base.next_pos if base is not None and base.next_pos >= 0 else _next_pos(old)
-        new_pos: dict[str, int] = {}
-        for key in appended:
-            new_pos[key] = next_pos
-            next_pos += 1
-        for key in look_at:
-            if key not in state:
-                if key in entries:
-                    del entries[key]
-                    changes[key] = None
-                continue
-            if not isinstance(key, str):
-                raise TypeError(f"{what(key)}: state keys must be str, got {type(key).__name__}")
-            value = state[key]
-            encoded = self.encode(value, what(key), remedy)
-            before = entries.get(key)
-            pos = new_pos.get(key)
-            if before is not None and before["digest"] == encoded.digest:
-                if pos is None or pos == before["pos"]:
-                    continue
-                entry, size = dict(before, pos=pos), 0
-            else:
-                entry, size = self.entry_of(encoded, value, what=what(key))
-                if pos is not None:
-                    entry["pos"] = pos
-                elif before is not None:
-                    entry["pos"] = before["pos"]
-                else:
-                    entry["pos"] = next_pos
-                    next_pos += 1
-            written += size
-            entries[key] = entry
-            changes[key] = entry
-        if keys is None:
-            for key in [k for k in old if k not in state]:
-                del entries[key]
-                changes[key] = None
-        changes.update(_reorder(entries, list(state)) if keys is None else {})
-        for key, changed in changes.items():
-            if changed is not None:
-                entries[key] = changed
-        if fresh:
-            ref = tree.build(self._nodes, entries)
-        else:
-            ref = self.tree_update(base.ref if base is not None else None, changes)
-        if ref is None:
-            # An empty state is still a snapshot: a step that received one has a `before`.
-            ref = self.add_node({"e": {}})
-        return SaveResult(ref, entries, written, next_pos)
+        return snapshots.save_state(
+            self._values, self._nodes, state, base,
+            what=what, keys=keys, remedy=remedy, fresh=fresh, appended=appended,
+        )
 
     def snapshot(self, ref: Any) -> SaveResult:
         """The entries of a stored snapshot (nothing is unpickled)."""
@@ -335,33 +274,11 @@ class Store:
 
     def reachable(self, bodies: Iterable[Mapping[str, Any]]) -> tuple[set[int], set[str]]:
         """The records holding a node, and the value blobs, reachable from ``bodies``."""
-        records: set[int] = set()
-        blobs: set[str] = set()
-        seen: set[str] = set()
-        stack: list[Any] = [{k: v for k, v in b.items() if k != "nodes"} for b in bodies]
-        while stack:
-            item = stack.pop()
-            if isinstance(item, dict):
-                ref = item.get("@")
-                if isinstance(ref, str) and len(item) == 1:
-                    if ref not in seen:
-                        seen.add(ref)
-                        records.add(int(ref.split(".", 1)[0]))
-                        stack.append(self.load_node(item))
-                    continue
-                blob = item.get("blob")
-                if isinstance(blob, str):
-                    blobs.add(blob)
-                stack.extend(item.values())
-            elif isinstance(item, list):
-                stack.extend(item)
-        return records, blobs
+        return collection.reachable(self._nodes, bodies)
 
     def verify_record(self, body: Mapping[str, Any]) -> None:
         """Check every node and value blob a record reaches; raise CheckpointCorruptError."""
-        _records, blobs = self.reachable([body])
-        for blob in sorted(blobs):
-            self.read_blob(blob, f"blob {blob} named by record {body.get('seq')}")
+        collection.verify_record(self._nodes, self._values, body)
 
     def verify(self, keep: Keep) -> list[str]:
         """Check every record, and every node and blob the records ``keep`` names reach;
@@ -371,27 +288,7 @@ class Store:
         file is checked, but what only it names may have been collected.
         """
         self.check_format()
-        problems: list[str] = []
-        checked: set[str] = set()
-        names = [RecordName.parse(n) for n in self.record_names()]
-        kept = set(keep([n.summary() for n in names]))
-        for record in names:
-            try:
-                body = self.read_record(record.name)
-                if record.seq not in kept:
-                    continue
-                _records, blobs = self.reachable([body])
-            except CheckpointCorruptError as exc:
-                problems.append(str(exc))
-                continue
-            name = record.name
-            for blob in sorted(blobs - checked):
-                checked.add(blob)
-                try:
-                    self.read_blob(blob, f"blob {blob} named by {name}")
-                except CheckpointCorruptError as exc:
-                    problems.append(str(exc))
-        return problems
+        return collection.verify(self._log, self._nodes, self._values, keep)
 
     def collect(self, keep: Keep) -> tuple[int, int]:
         """Delete the records and value blobs that no record kept by ``keep`` reaches.
@@ -403,25 +300,7 @@ class Store:
         deleted.
         """
         self.check_format()
-        names = [RecordName.parse(n) for n in self.record_names()]
-        kept = set(keep([n.summary() for n in names]))
-        if names and names[-1].seq not in kept:
-            raise ValueError("a retention rule must keep the newest record")
-        bodies = [self.read_record(n.name) for n in names if n.seq in kept]
-        needed, blobs = self.reachable(bodies)
-        # Records go first: a crash after this point leaves unreferenced blobs, never a record
-        # naming a deleted blob.
-        dropped = 0
-        for n in names:
-            if n.seq not in kept and n.seq not in needed:
-                self.handler.delete(n.name)
-                self._log.forget_record(n.seq)
-                dropped += 1
-        removed = 0
-        for path in self.handler.list(VALUES):
-            if path.rsplit("/", 1)[-1] not in blobs:
-                self.handler.delete(path)
-                removed += 1
+        dropped, removed = collection.collect(self._log, self._nodes, keep)
         self.remove_stale_temps()
         return dropped, removed
 
@@ -458,18 +337,3 @@ class Store:
         if temps:
             logger.info("removed %d unfinished temp file(s) at %s", temps, self.location)
         return temps
-
-
-def _next_pos(entries: Mapping[str, Entry]) -> int:
-    return max((e.get("pos", 0) for e in entries.values()), default=-1) + 1
-
-
-def _reorder(entries: Manifest, order: list[str]) -> dict[str, Entry]:
-    """Entries whose position changes so that positions follow ``order`` (usually none)."""
-    current = sorted((k for k in order if k in entries), key=lambda k: entries[k].get("pos", 0))
-    if current == [k for k in order if k in entries]:
-        return {}
-    return {
-        key: dict(entries[key], pos=pos)
-        for pos, key in enumerate(k for k in order if k in entries)
-    }
