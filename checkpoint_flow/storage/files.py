@@ -1,7 +1,6 @@
-"""Local files written so that a crash leaves the old content or the new, never a mix.
-
-Content goes to a temp file next to its target, is fsynced, and is published by a rename or a
-link, after which the folder is fsynced too. Both handlers write local files through these.
+"""Local files written so that a crash leaves the old content or the new, never a mix: a temp file
+next to the target, fsynced, published by a rename or a link, then the folder fsynced. Both
+handlers write local files through these.
 """
 
 from __future__ import annotations
@@ -17,6 +16,7 @@ from .protocol import Buffer
 
 # In the name of every temp file; listings leave such files out.
 TEMP_MARK = ".tmp-"
+
 
 def remove_stale_temp_files(root: Path, older_than_s: float) -> int:
     """Delete the temp files below ``root`` older than ``older_than_s`` seconds; return how many."""
@@ -36,6 +36,7 @@ def remove_stale_temp_files(root: Path, older_than_s: float) -> int:
             except FileNotFoundError:
                 continue
     return removed
+
 
 def _write_temp(target: Path, chunks: Iterable[Buffer]) -> Path:
     if not target.parent.is_dir():

@@ -1,7 +1,5 @@
-"""`FsspecHandler`: a checkpoint location on any fsspec filesystem (s3://, gs://, memory://, ...).
-
-Storage libraries' own exceptions come out as OSError, and refused access or a missing bucket as
-a message saying what to do.
+"""`FsspecHandler`: a checkpoint location on any fsspec filesystem (s3://, gs://, memory://,
+file://), whose storage library's own exceptions come out as OSError saying what to do.
 """
 
 from __future__ import annotations

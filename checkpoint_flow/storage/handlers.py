@@ -1,7 +1,5 @@
-"""Choosing the handler for a location: local files for a path, fsspec for a URL.
-
-The handlers themselves live in `local` and `fsspec_handler`, the protocol they implement in
-`protocol`; their names are importable from here too.
+"""Choosing the handler for a location (local files for a path, fsspec for a URL); the handlers and
+their protocol live in `local`, `fsspec_handler` and `protocol`, and are importable from here too.
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
-"""Where things are under a location (storage format 2, see FORMAT.md) and what their names say.
-
-Value blobs live under ``values/``, commit records under ``records/``; a record's file name gives
-its number and its writer's tag, a blob's name is the hash of its content.
+"""Where things are under a location (storage format 2, see FORMAT.md) and what their names say:
+value blobs under ``values/`` named by their hash, commit records under ``records/`` named by
+their number and their writer's tag.
 """
 
 from __future__ import annotations

@@ -1,7 +1,5 @@
-"""`FileRunLock`: the run lock of a local directory, an OS file lock (``filelock``).
-
-The kernel releases it when the holder dies, even by SIGKILL. A small record next to it names the
-holder for the error message of the next run.
+"""`FileRunLock`: the run lock of a local directory, an OS file lock (``filelock``) that the kernel
+releases when the holder dies, even by SIGKILL, with a small record next to it naming the holder.
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
-"""The `StateHandler` protocol and the byte types handlers read and write.
-
-A handler stores opaque byte strings under relative names such as ``records/000042.rec``. It never
-interprets them: laying out snapshots is the store's job, unpickling is the codec's.
+"""The `StateHandler` protocol and the byte types handlers read and write: opaque byte strings
+under relative names such as ``records/000042.rec``, never interpreted by the handler (laying out
+snapshots is the store's job, unpickling is the codec's).
 """
 
 from __future__ import annotations
