@@ -22,8 +22,9 @@ from typing import Any
 
 from ..errors import CheckpointCorruptError, CheckpointSignatureError, CheckpointWriteError
 from .codec import decode, seal, unseal
-from .handlers import check_name
-from .store import Store, read_error
+from .layout import read_error
+from .protocol import check_name
+from .store import Store
 
 MAGIC = b"CFENTRY2"
 _LEN = struct.Struct("<Q")

@@ -1,124 +1,61 @@
-"""Snapshots: how state is laid out in storage, committed, verified and collected (format 2).
-
-Layout under the location (see FORMAT.md)::
-
-    values/<2 hex>/<name>          one serialized value larger than 512 bytes, named by its hash
-    records/<seq>.<tag>.rec        sealed JSON commit records, append-only, the newest wins
-    <namespace>/...                self-contained entries of the store's clients (namespaces.py)
-
-A snapshot of a state is a Merkle trie (tree.py) mapping each key to an entry that holds a small
-value inline or names its value blob. Tree nodes are not files of their own: the nodes a commit
-creates travel inside that commit's record, and a node is referenced as ``{"@": "seq.index.hash"}``
-(the record holding it, its place there and the hash of its bytes). A commit therefore writes
-the changed value blobs and one record whose size depends on what changed, never on how many
-steps, runs or unchanged keys exist.
-
-The store knows nothing about its clients: a record body is the client's JSON, in which
-``{"@": ...}`` marks a node reference and ``{"blob": ...}`` a value blob. Collection follows
-exactly those two marks from the records a retention rule keeps.
+"""Snapshots in storage, format 2 (see FORMAT.md): `Store` commits, reads, verifies and collects
+them on one handler through its value blobs (`values`), tree nodes (`nodes`) and commit records
+(`records`). A commit writes the changed value blobs and one record holding the nodes it created,
+so its size depends on what changed, never on how many steps, runs or unchanged keys exist.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import hmac
-import json
 import logging
-import pickle
-import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import (
-    CheckpointCorruptError,
-    CheckpointFormatError,
-    CheckpointReadError,
-    CheckpointSignatureError,
-    CheckpointWriteError,
-    UnpicklableStateError,
+from ..errors import CheckpointCorruptError
+from . import collection, snapshots, tree
+from .codec import EncodedValue, Signer, check_compression
+from .layout import (
+    FORMAT_VERSION,
+    PENDING,
+    RECORDS,
+    VALUES,
+    Entry,
+    Keep,
+    Manifest,
+    RecordName,
+    blob_path,
+    read_error,
 )
-from . import tree
-from .codec import (
-    EncodedValue,
-    Signer,
-    check_compression,
-    compressed,
-    decode,
-    digest_chunks,
-    encode,
-    seal,
-    unseal,
-)
-from .handlers import StateHandler
+from .nodes import Nodes
+from .protocol import StateHandler
+from .records import RecordLog
+from .snapshots import SaveResult
+from .values import INLINE_LIMIT, ValueBlobs, is_immutable, type_name
+
+__all__ = [
+    "FORMAT_VERSION",
+    "INLINE_LIMIT",
+    "PENDING",
+    "RECORDS",
+    "TEMP_GRACE_S",
+    "VALUES",
+    "Entry",
+    "Keep",
+    "Manifest",
+    "RecordName",
+    "SaveResult",
+    "Store",
+    "blob_path",
+    "is_immutable",
+    "read_error",
+    "type_name",
+]
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2
-RECORDS = "records"
-VALUES = "values"
-# Present only in locations written by format 1 (checkpoint_flow 0.1).
-_FORMAT_1_FOLDER = "blobs"
-# Values whose blob would be this small are kept inside a tree node instead.
-INLINE_LIMIT = 512
-# A value blob this small is read back and checked before a commit relies on the stored copy.
-_VERIFY_EXISTING_LIMIT = 2**20
-# Left when a collection failed: the next run collects whatever else happened.
-PENDING = "collect.pending"
 # Temp files of writes that never finished are removed by collection once this old.
 TEMP_GRACE_S = 3600.0
-_NODE_CACHE = 20_000
-_RECORD_CACHE = 1024
-
-Entry = dict[str, Any]
-Manifest = dict[str, Entry]
-Keep = Callable[[list["RecordName"]], Iterable[int]]
-
-_ATOMS = (bytes, str, int, float, complex, bool, type(None))
-
-
-def is_immutable(value: Any) -> bool:
-    """True for values that cannot change in place (so an untouched key needs no new look)."""
-    if type(value) in _ATOMS:
-        return True
-    if type(value) in (tuple, frozenset):
-        return all(type(v) in _ATOMS for v in value)
-    return False
-
-
-def type_name(value: Any) -> str:
-    t = type(value)
-    return t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
-
-
-@dataclass(frozen=True)
-class SaveResult:
-    """A saved state: its tree, its entries by key and what saving it wrote."""
-
-    ref: Any
-    entries: Manifest
-    bytes_written: int
-    next_pos: int = -1  # the position a new key gets; -1: not known yet
-
-
-@dataclass(frozen=True)
-class RecordName:
-    """What a record's file name tells without reading it: its number and its writer's tag."""
-
-    name: str
-    seq: int
-    tag: str
-
-    @classmethod
-    def parse(cls, name: str) -> RecordName:
-        stem = name.rsplit("/", 1)[-1].removesuffix(".rec")
-        seq, _, tag = stem.partition(".")
-        try:
-            return cls(name, int(seq), tag)
-        except ValueError as exc:
-            raise CheckpointCorruptError(f"unexpected record name {name!r}") from exc
 
 
 @dataclass
@@ -134,21 +71,17 @@ class Store:
     signer: Signer = field(default_factory=lambda: Signer(None))
     compress: str | None = None
     temp_grace_s: float = TEMP_GRACE_S
-    _last_seq: int | None = field(default=None, repr=False)
-    _pending: list[str] = field(default_factory=list, repr=False)
-    _nodes: OrderedDict[str, dict[str, Any]] = field(default_factory=OrderedDict, repr=False)
-    _records: OrderedDict[int, list[str]] = field(default_factory=OrderedDict, repr=False)
-    # Blobs found damaged: a commit that needs one of them writes it again instead of trusting it.
-    _damaged: set[str] = field(default_factory=set, repr=False)
-    _format_checked: bool = field(default=False, repr=False)
-    _stamp: float | None = field(default=None, repr=False)
-    _names: dict[int, str] = field(default_factory=dict, repr=False)
-    _sealed: tuple[Any, str, int, bytes] | None = field(default=None, repr=False)
     # Called before every commit; a run lock's check, so a run that lost its lock stops there.
     guard: Callable[[], None] | None = field(default=None, repr=False)
+    _values: ValueBlobs = field(init=False, repr=False)
+    _log: RecordLog = field(init=False, repr=False)
+    _nodes: Nodes = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         check_compression(self.compress)
+        self._values = ValueBlobs(self.handler, self.signer, self.compress)
+        self._log = RecordLog(self.handler, self.signer)
+        self._nodes = Nodes(self._log, self.signer)
 
     @property
     def location(self) -> str:
@@ -156,202 +89,42 @@ class Store:
 
     def check_format(self) -> None:
         """Refuse a location written by format 1, once per store. Raises CheckpointFormatError."""
-        if self._format_checked:
-            return
-        try:
-            old = self.handler.list(_FORMAT_1_FOLDER)
-        except OSError as exc:
-            raise read_error(f"the location {self.location}", exc) from exc
-        if old:
-            raise CheckpointFormatError(
-                f"{self.location} was written by checkpoint_flow 0.1 (storage format 1); this "
-                f"version reads format {FORMAT_VERSION} and will not guess. Finish or inspect "
-                "that run with checkpoint_flow 0.1 (pip install 'checkpoint_flow==0.1.0'), or "
-                "move the location aside and start a new one."
-            )
-        self._format_checked = True
+        self._log.check_format()
 
     # -- values -------------------------------------------------------------------------------
 
     def encode(self, value: Any, what: str, remedy: str = "") -> EncodedValue:
         """Serialize a value; raise UnpicklableStateError naming ``what``."""
-        try:
-            plain = encode(value)
-        except (pickle.PicklingError, TypeError, AttributeError, RecursionError) as exc:
-            raise UnpicklableStateError(
-                f"{what} ({type_name(value)}) cannot be pickled: {exc}.{remedy}"
-            ) from exc
-        if self.compress is None or plain.size <= INLINE_LIMIT:
-            return plain
-        return compressed(plain, self.compress)
+        return self._values.encode(value, what, remedy)
 
     def entry_of(self, encoded: EncodedValue, value: Any, *, what: str) -> tuple[Entry, int]:
         """The entry for an encoded value: inline when small, else a value blob (written if it
         is not stored yet). Returns the entry and the bytes written."""
-        if encoded.size <= INLINE_LIMIT and not encoded.compressed:
-            content = b"".join(bytes(chunk) for chunk in encoded.chunks)
-            entry: Entry = {
-                "inline": base64.b64encode(content).decode("ascii"),
-                "digest": encoded.digest,
-                "size": encoded.size,
-                "type": type_name(value),
-            }
-            return entry, 0
-        name = self.signer.blob_name(encoded)
-        written = self._put_blob(name, encoded, what=what)
-        return {
-            "blob": name,
-            "digest": encoded.digest,
-            "size": encoded.size,
-            "type": type_name(value),
-        }, written
+        return self._values.entry_of(encoded, value, what=what)
 
     def put_value(self, value: Any, *, what: str) -> tuple[Entry, int]:
         """Store one value; return its entry and the bytes written."""
-        return self.entry_of(self.encode(value, what), value, what=what)
+        return self._values.put_value(value, what=what)
 
     def get_value(self, entry: Mapping[str, Any], *, where: str, remedy: str = "") -> Any:
         """Read, verify and decode the value an entry holds or names.
 
         ``where`` names the value in messages; ``remedy`` ends the message of a damaged one.
         """
-        where = f"{where} at {self.location}"
-        try:
-            if "inline" in entry:
-                data: Any = _inline_content(entry, where)
-            else:
-                data = self.read_blob(entry["blob"], where)
-        except CheckpointCorruptError as exc:
-            raise CheckpointCorruptError(f"{exc}{remedy}") from exc
-        try:
-            return decode(data)
-        except CheckpointCorruptError as exc:
-            raise CheckpointCorruptError(f"{where} is damaged: {exc}{remedy}") from exc
-        except Exception as exc:
-            raise CheckpointCorruptError(
-                f"{where} could not be unpickled ({type(exc).__name__}: {exc}); a class or "
-                "module it needs may have changed or be missing"
-            ) from exc
+        return self._values.get_value(entry, where=where, remedy=remedy)
 
     def read_blob(self, blob: str, where: str) -> Any:
-        try:
-            data = self.handler.read(blob_path(blob))
-        except FileNotFoundError as exc:
-            self._damaged.add(blob)
-            raise CheckpointCorruptError(
-                f"{where} is missing from storage. Run `checkpoint-flow verify` to list the "
-                "damage."
-            ) from exc
-        except OSError as exc:
-            raise read_error(where, exc) from exc
-        if not self.signer.check_blob(data, blob, self.signer.blob_hash):
-            self._damaged.add(blob)
-            raise CheckpointCorruptError(
-                f"{where} does not match its hash: the blob was altered or truncated."
-            )
-        return data
-
-    def _put_blob(self, name: str, encoded: EncodedValue, *, what: str) -> int:
-        path = blob_path(name)
-        try:
-            # Never rewrite a sound stored blob: on a store without atomic writes a failed
-            # rewrite could damage content that an older snapshot still names. A blob known to be
-            # damaged, or a small one that fails its check, is written again: the location heals.
-            if name not in self._damaged and self._stored_intact(name, encoded.size):
-                return 0
-            self.handler.write(path, encoded.chunks)
-        except OSError as exc:
-            raise CheckpointWriteError(
-                f"could not write {what} to {self.location}: {exc}. "
-                "The previous checkpoint is intact; fix the storage problem and rerun."
-            ) from exc
-        self._damaged.discard(name)
-        return encoded.size
-
-    def _stored_intact(self, name: str, size: int) -> bool:
-        path = blob_path(name)
-        if size > _VERIFY_EXISTING_LIMIT:
-            return self.handler.exists(path)
-        try:
-            stored = self.handler.read(path)
-        except FileNotFoundError:
-            return False
-        return self.signer.check_blob(stored, name, self.signer.blob_hash)
+        return self._values.read_blob(blob, where)
 
     # -- tree nodes ----------------------------------------------------------------------------
 
     def add_node(self, node: dict[str, Any]) -> dict[str, str]:
         """Queue a node for the next commit; return its reference."""
-        raw = json.dumps(node, sort_keys=True, separators=(",", ":"))
-        seq = self.next_seq()
-        ref = f"{seq}.{len(self._pending)}.{self.signer.name_of([raw.encode()])}"
-        self._pending.append(raw)
-        self._cache_node(ref, node)
-        return {"@": ref}
+        return self._nodes.add(node)
 
     def load_node(self, ref: Mapping[str, str]) -> dict[str, Any]:
         """The node a reference names, verified against its hash."""
-        try:
-            key = ref["@"]
-            seq_text, index_text, digest = key.split(".")
-            seq, index = int(seq_text), int(index_text)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise CheckpointCorruptError(
-                f"invalid node reference {ref!r} at {self.location}"
-            ) from exc
-        cached = self._nodes.get(key)
-        if cached is not None:
-            self._nodes.move_to_end(key)
-            return cached
-        if seq == self._last_seq_or_none() + 1 and index < len(self._pending):
-            raw = self._pending[index]
-        else:
-            nodes = self._record_nodes(seq)
-            if index >= len(nodes):
-                raise CheckpointCorruptError(
-                    f"record {seq} at {self.location} has no node {index} (named by {key})"
-                )
-            raw = nodes[index]
-        if not _same_name(self.signer.name_of([raw.encode()]), digest):
-            raise CheckpointCorruptError(
-                f"node {key} at {self.location} does not match its hash: record {seq} was "
-                "altered"
-            )
-        node = json.loads(raw)
-        if not isinstance(node, dict):
-            raise CheckpointCorruptError(f"node {key} at {self.location} is not an object")
-        self._cache_node(key, node)
-        return node
-
-    def _cache_node(self, key: str, node: dict[str, Any]) -> None:
-        self._nodes[key] = node
-        if len(self._nodes) > _NODE_CACHE:
-            self._nodes.popitem(last=False)
-
-    def _record_nodes(self, seq: int) -> list[str]:
-        cached = self._records.get(seq)
-        if cached is not None:
-            self._records.move_to_end(seq)
-            return cached
-        name = self._names.get(seq)
-        if name is None:
-            # One listing serves every record read after it.
-            self._names = {RecordName.parse(n).seq: n for n in self.record_names()}
-            name = self._names.get(seq)
-        if name is None:
-            raise CheckpointCorruptError(
-                f"record {seq} at {self.location} is missing but a newer record names a node "
-                "in it. Run `checkpoint-flow verify` to list the damage."
-            )
-        body = self.read_record(name)
-        nodes = [str(node) for node in body.get("nodes", [])]
-        self._remember_record(seq, nodes)
-        return nodes
-
-    def _remember_record(self, seq: int, nodes: list[str]) -> None:
-        self._records[seq] = nodes
-        if len(self._records) > _RECORD_CACHE:
-            self._records.popitem(last=False)
+        return self._nodes.load(ref)
 
     def put_json(self, value: Any) -> dict[str, str]:
         """Store a small JSON value (a list of names, a run history) as a node."""
@@ -365,13 +138,13 @@ class Store:
     def tree_update(
         self, ref: Any, changes: Mapping[str, Any], *, leaf_max: int = tree.LEAF_MAX
     ) -> Any:
-        return tree.update(_Nodes(self), ref, changes, leaf_max)
+        return tree.update(self._nodes, ref, changes, leaf_max)
 
     def tree_items(self, ref: Any) -> Iterator[tuple[str, Any]]:
-        return tree.items(_Nodes(self), ref)
+        return tree.items(self._nodes, ref)
 
     def tree_get(self, ref: Any, key: str) -> Any:
-        return tree.get(_Nodes(self), ref, key)
+        return tree.get(self._nodes, ref, key)
 
     # -- state snapshots ---------------------------------------------------------------------------
 
@@ -395,62 +168,10 @@ class Store:
 
         Raises TypeError for a non-str key, UnpicklableStateError, CheckpointWriteError.
         """
-        old = base.entries if base is not None else {}
-        # Only the keys looked at change; with ``keys`` the base's entries are updated in place
-        # (the caller moves on from the base), so a step costs what it changed, not the state.
-        entries = dict(old) if keys is None else old
-        changes: dict[str, Entry | None] = {}
-        written = 0
-        look_at = list(state) if keys is None else list(keys)
-        next_pos = base.next_pos if base is not None and base.next_pos >= 0 else _next_pos(old)
-        new_pos: dict[str, int] = {}
-        for key in appended:
-            new_pos[key] = next_pos
-            next_pos += 1
-        for key in look_at:
-            if key not in state:
-                if key in entries:
-                    del entries[key]
-                    changes[key] = None
-                continue
-            if not isinstance(key, str):
-                raise TypeError(f"{what(key)}: state keys must be str, got {type(key).__name__}")
-            value = state[key]
-            encoded = self.encode(value, what(key), remedy)
-            before = entries.get(key)
-            pos = new_pos.get(key)
-            if before is not None and before["digest"] == encoded.digest:
-                if pos is None or pos == before["pos"]:
-                    continue
-                entry, size = dict(before, pos=pos), 0
-            else:
-                entry, size = self.entry_of(encoded, value, what=what(key))
-                if pos is not None:
-                    entry["pos"] = pos
-                elif before is not None:
-                    entry["pos"] = before["pos"]
-                else:
-                    entry["pos"] = next_pos
-                    next_pos += 1
-            written += size
-            entries[key] = entry
-            changes[key] = entry
-        if keys is None:
-            for key in [k for k in old if k not in state]:
-                del entries[key]
-                changes[key] = None
-        changes.update(_reorder(entries, list(state)) if keys is None else {})
-        for key, changed in changes.items():
-            if changed is not None:
-                entries[key] = changed
-        if fresh:
-            ref = tree.build(_Nodes(self), entries)
-        else:
-            ref = self.tree_update(base.ref if base is not None else None, changes)
-        if ref is None:
-            # An empty state is still a snapshot: a step that received one has a `before`.
-            ref = self.add_node({"e": {}})
-        return SaveResult(ref, entries, written, next_pos)
+        return snapshots.save_state(
+            self._values, self._nodes, state, base,
+            what=what, keys=keys, remedy=remedy, fresh=fresh, appended=appended,
+        )
 
     def snapshot(self, ref: Any) -> SaveResult:
         """The entries of a stored snapshot (nothing is unpickled)."""
@@ -474,41 +195,10 @@ class Store:
     # -- records ------------------------------------------------------------------------------
 
     def record_names(self) -> list[str]:
-        try:
-            names = self.handler.list(RECORDS)
-        except OSError as exc:
-            raise read_error(f"the records at {self.location}", exc) from exc
-        found = [n for n in names if n.endswith(".rec")]
-        return sorted(found, key=lambda n: RecordName.parse(n).seq)
+        return self._log.record_names()
 
     def read_record(self, name: str) -> dict[str, Any]:
-        where = f"{self.location}/{name}"
-        try:
-            data = self.handler.read(name)
-        except FileNotFoundError as exc:
-            raise CheckpointCorruptError(f"record {where} disappeared while reading") from exc
-        except OSError as exc:
-            raise read_error(f"record {where}", exc) from exc
-        body = unseal(data, self.signer, where)
-        version = body.get("format")
-        if version != FORMAT_VERSION:
-            raise CheckpointFormatError(
-                f"record {where} has storage format {version!r}; this checkpoint_flow reads "
-                f"format {FORMAT_VERSION}. Use the checkpoint_flow version that wrote it "
-                "(format 1: checkpoint_flow 0.1), or move the location aside and start a new one."
-            )
-        if body.get("name") != name:
-            error = CheckpointSignatureError if self.signer.enabled else CheckpointCorruptError
-            raise error(
-                f"record {where} was written as {body.get('name')!r}: it was copied or renamed "
-                "after it was written (a replayed record); refusing to load it"
-            )
-        if body.get("hash") == "blake2b-256-keyed" and not self.signer.enabled:
-            raise CheckpointSignatureError(
-                f"record {where} was written with a signing key; set the same key "
-                "(key=... or CHECKPOINT_FLOW_KEY) to load it"
-            )
-        return body
+        return self._log.read_record(name)
 
     def latest_record(self, *, fallback: bool = False) -> dict[str, Any] | None:
         """The newest committed record, or None if the location holds none.
@@ -518,8 +208,7 @@ class Store:
         """
         self.check_format()
         names = self.record_names()
-        if names:
-            self._last_seq = max(self._last_seq or 0, RecordName.parse(names[-1]).seq)
+        self._log.note_newest(names)
         if not names:
             return None
         if not fallback:
@@ -558,109 +247,38 @@ class Store:
             raise ValueError(f"record tag must be letters and digits, got {tag!r}")
         if self.guard is not None:
             self.guard()
-        seq = self.next_seq()
-        name = f"{RECORDS}/{seq:012d}.{tag}.rec"
-        nodes = list(self._pending)
-        sealed = self._seal(body, tag)
-        self._stamp = None
-        try:
-            created = self.handler.create(name, sealed)
-        except OSError as exc:
-            # A store without atomic writes may keep part of a failed record; remove it so the
-            # previous record stays the newest one.
-            with contextlib.suppress(OSError):
-                self.handler.delete(name)
-            raise CheckpointWriteError(
-                f"could not commit {name} at {self.location}: {exc}. The previous checkpoint "
-                "is intact; fix the storage problem and rerun."
-            ) from exc
-        if not created:
-            raise CheckpointWriteError(
-                f"{name} at {self.location} was written by another process during this run; "
-                "two runs are using the same location. Stop the other run and rerun."
-            )
-        self._last_seq = seq
-        self._pending = []
-        self._remember_record(seq, nodes)
-        return name, len(sealed)
+        committed = self._log.commit(body, tag, self._nodes.pending)
+        self._nodes.committed()
+        return committed
 
     def sealed_size(self, body: Mapping[str, Any], *, tag: str) -> int:
         """The size in bytes of the record the next `commit` of ``body`` would write."""
-        sealed = self._seal(body, tag)
-        # The commit of this very body (unchanged, nothing queued since) writes these bytes.
-        self._sealed = (body, tag, len(self._pending), sealed)
-        return len(sealed)
-
-    def _seal(self, body: Mapping[str, Any], tag: str) -> bytes:
-        if self._sealed is not None:
-            last_body, last_tag, pending, sealed = self._sealed
-            self._sealed = None
-            if last_body is body and last_tag == tag and pending == len(self._pending):
-                return sealed
-        if self._stamp is None:
-            self._stamp = time.time()
-        seq = self.next_seq()
-        return seal(
-            dict(body, format=FORMAT_VERSION, seq=seq, name=f"{RECORDS}/{seq:012d}.{tag}.rec",
-                 written_at=self._stamp, hash=self.signer.blob_hash, nodes=self._pending),
-            self.signer,
-        )
+        return self._log.sealed_size(body, tag, self._nodes.pending)
 
     def pending_mark(self) -> int:
         """How many nodes are queued; `rewind_pending` drops the ones queued after."""
-        return len(self._pending)
+        return self._nodes.mark()
 
     def rewind_pending(self, mark: int) -> None:
-        del self._pending[mark:]
+        self._nodes.rewind(mark)
 
     def next_seq(self) -> int:
         """The number the next commit gets."""
-        return self._last_seq_or_none() + 1
-
-    def _last_seq_or_none(self) -> int:
-        if self._last_seq is None:
-            names = self.record_names()
-            self._last_seq = RecordName.parse(names[-1]).seq if names else 0
-        return self._last_seq
+        return self._log.next_seq()
 
     def discard_pending(self) -> None:
         """Forget nodes queued for a commit that will not happen."""
-        prefix = f"{self.next_seq()}."
-        for key in [k for k in self._nodes if k.startswith(prefix)]:
-            del self._nodes[key]
-        self._pending = []
+        self._nodes.discard()
 
     # -- integrity and collection ---------------------------------------------------------------
 
     def reachable(self, bodies: Iterable[Mapping[str, Any]]) -> tuple[set[int], set[str]]:
         """The records holding a node, and the value blobs, reachable from ``bodies``."""
-        records: set[int] = set()
-        blobs: set[str] = set()
-        seen: set[str] = set()
-        stack: list[Any] = [{k: v for k, v in b.items() if k != "nodes"} for b in bodies]
-        while stack:
-            item = stack.pop()
-            if isinstance(item, dict):
-                ref = item.get("@")
-                if isinstance(ref, str) and len(item) == 1:
-                    if ref not in seen:
-                        seen.add(ref)
-                        records.add(int(ref.split(".", 1)[0]))
-                        stack.append(self.load_node(item))
-                    continue
-                blob = item.get("blob")
-                if isinstance(blob, str):
-                    blobs.add(blob)
-                stack.extend(item.values())
-            elif isinstance(item, list):
-                stack.extend(item)
-        return records, blobs
+        return collection.reachable(self._nodes, bodies)
 
     def verify_record(self, body: Mapping[str, Any]) -> None:
         """Check every node and value blob a record reaches; raise CheckpointCorruptError."""
-        _records, blobs = self.reachable([body])
-        for blob in sorted(blobs):
-            self.read_blob(blob, f"blob {blob} named by record {body.get('seq')}")
+        collection.verify_record(self._nodes, self._values, body)
 
     def verify(self, keep: Keep) -> list[str]:
         """Check every record, and every node and blob the records ``keep`` names reach;
@@ -670,57 +288,19 @@ class Store:
         file is checked, but what only it names may have been collected.
         """
         self.check_format()
-        problems: list[str] = []
-        checked: set[str] = set()
-        names = [RecordName.parse(n) for n in self.record_names()]
-        kept = set(keep(names))
-        for record in names:
-            try:
-                body = self.read_record(record.name)
-                if record.seq not in kept:
-                    continue
-                _records, blobs = self.reachable([body])
-            except CheckpointCorruptError as exc:
-                problems.append(str(exc))
-                continue
-            name = record.name
-            for blob in sorted(blobs - checked):
-                checked.add(blob)
-                try:
-                    self.read_blob(blob, f"blob {blob} named by {name}")
-                except CheckpointCorruptError as exc:
-                    problems.append(str(exc))
-        return problems
+        return collection.verify(self._log, self._nodes, self._values, keep)
 
     def collect(self, keep: Keep) -> tuple[int, int]:
         """Delete the records and value blobs that no record kept by ``keep`` reaches.
 
-        ``keep`` receives the parsed name of every record, oldest first, and returns the seqs
-        to keep; it must keep the newest. A record that is not kept
+        ``keep`` receives the parsed name of every record (``RecordName``), oldest first, and
+        returns the seqs to keep; it must keep the newest. A record that is not kept
         but holds a node a kept one reaches stays. Nothing is deleted if a kept record cannot be
         read. Temp files older than ``temp_grace_s`` are removed too. Returns (records, blobs)
         deleted.
         """
         self.check_format()
-        names = [RecordName.parse(n) for n in self.record_names()]
-        kept = set(keep(names))
-        if names and names[-1].seq not in kept:
-            raise ValueError("a retention rule must keep the newest record")
-        bodies = [self.read_record(n.name) for n in names if n.seq in kept]
-        needed, blobs = self.reachable(bodies)
-        # Records go first: a crash after this point leaves unreferenced blobs, never a record
-        # naming a deleted blob.
-        dropped = 0
-        for n in names:
-            if n.seq not in kept and n.seq not in needed:
-                self.handler.delete(n.name)
-                self._records.pop(n.seq, None)
-                dropped += 1
-        removed = 0
-        for path in self.handler.list(VALUES):
-            if path.rsplit("/", 1)[-1] not in blobs:
-                self.handler.delete(path)
-                removed += 1
+        dropped, removed = collection.collect(self._log, self._nodes, keep)
         self.remove_stale_temps()
         return dropped, removed
 
@@ -757,59 +337,3 @@ class Store:
         if temps:
             logger.info("removed %d unfinished temp file(s) at %s", temps, self.location)
         return temps
-
-
-class _Nodes:
-    """The store as a tree.NodeStore."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-
-    def add(self, node: dict[str, Any]) -> Any:
-        return self.store.add_node(node)
-
-    def load(self, ref: Any) -> dict[str, Any]:
-        return self.store.load_node(ref)
-
-
-def _next_pos(entries: Mapping[str, Entry]) -> int:
-    return max((e.get("pos", 0) for e in entries.values()), default=-1) + 1
-
-
-def _reorder(entries: Manifest, order: list[str]) -> dict[str, Entry]:
-    """Entries whose position changes so that positions follow ``order`` (usually none)."""
-    current = sorted((k for k in order if k in entries), key=lambda k: entries[k].get("pos", 0))
-    if current == [k for k in order if k in entries]:
-        return {}
-    return {
-        key: dict(entries[key], pos=pos)
-        for pos, key in enumerate(k for k in order if k in entries)
-    }
-
-
-def _same_name(computed: str, given: str) -> bool:
-    return hmac.compare_digest(computed, given)
-
-
-def _inline_content(entry: Mapping[str, Any], where: str) -> bytes:
-    try:
-        data = base64.b64decode(entry["inline"], validate=True)
-    except (ValueError, TypeError) as exc:
-        raise CheckpointCorruptError(f"{where} is damaged: bad inline value ({exc})") from exc
-    if digest_chunks([data]) != entry.get("digest"):
-        raise CheckpointCorruptError(f"{where} does not match its digest: it was altered")
-    return data
-
-
-def read_error(what: str, exc: OSError) -> CheckpointReadError:
-    """The error for storage that could not be read; ``what`` names what was being read."""
-    return CheckpointReadError(
-        f"could not read {what}: {type(exc).__name__}: {exc}. Nothing was changed; rerun when "
-        "the storage is reachable."
-    )
-
-
-def blob_path(blob: str) -> str:
-    if not blob or not all(c in "0123456789abcdef" for c in blob):
-        raise CheckpointCorruptError(f"invalid blob name {blob!r} in a record")
-    return f"{VALUES}/{blob[:2]}/{blob}"
