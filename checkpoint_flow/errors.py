@@ -25,6 +25,7 @@ def _rebuild(cls: type[CheckpointFlowError], args: tuple[Any, ...]) -> Checkpoin
 
 
 def _with_remedy(text: str, remedy: str) -> str:
+    remedy = remedy.strip()
     return f"{text.rstrip('.')}. {remedy}" if remedy else text
 
 
@@ -45,8 +46,13 @@ class CheckpointCorruptError(CheckpointFlowError):
     def __init__(self, what: str, problem: str, remedy: str = "") -> None:
         self.what = what
         self.problem = problem
-        self.remedy = remedy
+        self.remedy = remedy.strip()
         super().__init__(_with_remedy(f"{what} {problem}", remedy))
+
+    def with_remedy(self, remedy: str) -> CheckpointCorruptError:
+        """The same error, of the same kind, with ``remedy`` added to what it says to do."""
+        joined = _with_remedy(self.remedy, remedy) if self.remedy else remedy
+        return type(self)(self.what, self.problem, joined)
 
 
 class CheckpointSignatureError(CheckpointCorruptError):

@@ -56,7 +56,7 @@ def lookup(store: Store, key: str) -> tuple[bool, Any]:
     try:
         opened = _entries(store).open(name)
     except CheckpointCorruptError as exc:
-        raise type(exc)(exc.what, exc.problem, f"To compute it again, {remedy}.") from exc
+        raise exc.with_remedy(f"To compute it again, {remedy}.") from exc
     if opened is None:
         return False, None
     if opened.meta.get("key") != key:

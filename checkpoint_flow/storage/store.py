@@ -232,8 +232,9 @@ class Store:
                 )
             return body
         raise CheckpointCorruptError(
-            f"no intact checkpoint at {self.location}: every record is damaged "
-            f"({'; '.join(problems)}). Move the location aside to start over."
+            f"every record at {self.location}",
+            f"is damaged, so there is no intact checkpoint ({'; '.join(problems)})",
+            "Move the location aside to start over.",
         )
 
     def commit(self, body: Mapping[str, Any], *, tag: str) -> tuple[str, int]:
