@@ -194,8 +194,8 @@ class CheckpointExistsError(CheckpointFlowError, FileExistsError):
         self.waiting = waiting
         if waiting:
             text = (
-                f"a save named {name!r} is already waiting for the next boundary at {location}; "
-                "choose another name (nothing more was asked for)"
+                f"a save named {name!r} is already waiting for the next boundary of the "
+                f"manager at {location}; choose another name (nothing more was asked for)"
             )
         else:
             text = (
