@@ -19,7 +19,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("engine", ()),  # every top-level module not named elsewhere
     ("extensions", ("memo", "fanout", "training")),
     ("public class", ("flow",)),
-    ("front", ("__init__", "__main__", "cli", "ui", "demo", "retention", "triggers")),
+    ("front", ("__init__", "__main__", "cli", "flow_commands", "ui", "demo")),
+    ("0.1 import paths", ("retention", "triggers")),
 ]
 # Extensions stand side by side: none of them is built on another.
 EXTENSIONS = ("memo", "fanout", "training")

@@ -35,7 +35,7 @@ class SaveRequests:
         future: Future[str] = Future()
         with self._lock:
             if not replace and any(r.file == file for r in self._queue):
-                raise CheckpointExistsError(self.location, file, waiting=True)
+                raise CheckpointExistsError(self.location, str(file), waiting=True)
             self._queue.append(Request(file, future, replace))
         return future
 
