@@ -20,37 +20,67 @@ from .errors import (
 )
 from .fanout import MapStep
 from .flow import CheckpointFlow
-from .flow_retention import KeepLastRecords, KeepLatestRun
+from .flow_retention import FlowRetention, KeepLastRecords, KeepLatestRun, RecordSummary
 from .memo import apply_checkpoint, del_checkpoint, set_checkpoint_dir, set_checkpoint_file
+from .policies import (
+    LoadPolicy,
+    StepLoad,
+    load_always,
+    load_first,
+    load_never,
+    load_steps,
+)
+from .policy import Policy
 from .retries import Retry
 from .runs import RunSummary
 from .status import FlowStatus, StepStatus
 from .steps import Step, StepContext
 from .storage.handlers import FsspecHandler, LocalHandler, StateHandler
 from .training import (
+    Boundary,
     CheckpointInfo,
     CheckpointManager,
     LoadedCheckpoint,
     Restored,
+    RetentionRule,
+    Trigger,
+    at_boundary,
+    at_loop_unit,
     every_n_epochs,
     every_n_steps,
     keep_all,
     keep_best,
     keep_last,
     min_interval,
+    never,
     on_improvement,
 )
 
 __all__ = [
+    "Boundary",
     "CheckpointInfo",
+    "FlowRetention",
+    "LoadPolicy",
     "LoadedCheckpoint",
+    "Policy",
+    "RecordSummary",
     "Restored",
+    "RetentionRule",
+    "StepLoad",
+    "Trigger",
+    "at_boundary",
+    "at_loop_unit",
     "every_n_epochs",
     "every_n_steps",
     "keep_all",
     "keep_best",
     "keep_last",
+    "load_always",
+    "load_first",
+    "load_never",
+    "load_steps",
     "min_interval",
+    "never",
     "on_improvement",
     "CheckpointCorruptError",
     "CheckpointExistsError",

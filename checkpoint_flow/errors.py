@@ -2,21 +2,57 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
 
 class CheckpointFlowError(Exception):
-    """Base class of the library's own errors."""
+    """Base class of the library's own errors.
+
+    Errors with fields build their message from them in one place, and every error pickles
+    with its fields, so it crosses process and Dask boundaries intact.
+    """
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.args), dict(self.__dict__))
+
+
+def _rebuild(cls: type[CheckpointFlowError], args: tuple[Any, ...]) -> CheckpointFlowError:
+    error = cls.__new__(cls, *args)
+    error.args = args
+    return error
+
+
+def _with_remedy(text: str, remedy: str) -> str:
+    remedy = remedy.strip()
+    return f"{text.rstrip('.')}. {remedy}" if remedy else text
+
+
+def _cause_text(cause: BaseException | str) -> str:
+    if isinstance(cause, str):
+        return cause
+    return str(cause) or type(cause).__name__
 
 
 class CheckpointCorruptError(CheckpointFlowError):
     """A stored record or blob cannot be read back as it was written.
 
     Raised for truncated or damaged files, hash mismatches, missing blobs and unknown format
-    versions. A damaged checkpoint is never taken for an empty one.
+    versions. A damaged checkpoint is never taken for an empty one. ``what`` names the damaged
+    thing and where it is, ``problem`` what is wrong with it, ``remedy`` the way out.
     """
+
+    def __init__(self, what: str, problem: str, remedy: str = "") -> None:
+        self.what = what
+        self.problem = problem
+        self.remedy = remedy.strip()
+        super().__init__(_with_remedy(f"{what} {problem}", remedy))
+
+    def with_remedy(self, remedy: str) -> CheckpointCorruptError:
+        """The same error, of the same kind, with ``remedy`` added to what it says to do."""
+        joined = _with_remedy(self.remedy, remedy) if self.remedy else remedy
+        return type(self)(self.what, self.problem, joined)
 
 
 class CheckpointSignatureError(CheckpointCorruptError):
@@ -59,47 +95,114 @@ class CheckpointLockedError(CheckpointFlowError, TimeoutError):
             text = f"checkpoint location {location} is locked by {who}; another run is using it"
         super().__init__(f"{text}. {remedy}".rstrip())
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_locked_error, (self.location, self.holder, self.since, self.expires_at,
-                                self.remedy, self.lost))
-
-
-def _locked_error(
-    location: str, holder: str | None, since: float | None, expires_at: float | None,
-    remedy: str, lost: bool,
-) -> CheckpointLockedError:
-    return CheckpointLockedError(
-        location, holder, since=since, expires_at=expires_at, remedy=remedy, lost=lost
-    )
-
 
 def _utc(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+WRITE_REMEDY = "The previous checkpoint is intact; fix the storage problem and rerun."
+READ_REMEDY = "Nothing was changed; rerun when the storage is reachable."
+
+
 class CheckpointWriteError(CheckpointFlowError):
-    """Writing a checkpoint failed; the previous committed checkpoint is untouched."""
+    """Writing a checkpoint failed; the previous committed checkpoint is untouched.
+
+    ``what`` names what was being written to ``location``, ``cause`` why it failed (the
+    underlying exception is also the ``__cause__``), ``remedy`` what to do.
+    """
+
+    def __init__(
+        self, location: str, what: str, cause: BaseException | str, remedy: str = WRITE_REMEDY
+    ) -> None:
+        self.location = location
+        self.what = what
+        self.cause = _cause_text(cause)
+        self.remedy = remedy
+        super().__init__(
+            _with_remedy(f"could not write {what} to {location}: {self.cause}", remedy)
+        )
 
 
 class CheckpointReadError(CheckpointFlowError):
-    """Storage could not be read (network down, permission, I/O error); nothing was changed."""
+    """Storage could not be read (network down, permission, I/O error); nothing was changed.
+
+    ``what`` names what was being read and where, ``cause`` why it failed.
+    """
+
+    def __init__(self, what: str, cause: BaseException | str, remedy: str = READ_REMEDY) -> None:
+        self.what = what
+        self.cause = cause if isinstance(cause, str) else f"{type(cause).__name__}: {cause}"
+        self.remedy = remedy
+        super().__init__(_with_remedy(f"could not read {what}: {self.cause}", remedy))
 
 
 class StepNotFoundError(CheckpointFlowError, ValueError):
-    """A step name or index names no step of the flow."""
+    """A step name or index names no step of the flow.
+
+    ``step`` is the reference as the caller wrote it (``checkpoint='x'``), ``steps`` the
+    flow's steps as listed in the message, ``problem`` what is wrong with the reference.
+    """
+
+    def __init__(
+        self, step: str, steps: Sequence[str], problem: str = "names no step", remedy: str = ""
+    ) -> None:
+        self.step = step
+        self.steps = tuple(steps)
+        self.problem = problem
+        self.remedy = remedy
+        listing = ", ".join(self.steps) or "none"
+        super().__init__(_with_remedy(f"{step} {problem}; steps are: {listing}", remedy))
 
 
 class UnpicklableStateError(CheckpointFlowError, TypeError):
-    """A state value cannot be serialized."""
+    """A state value cannot be serialized: ``what`` names it, ``detail`` says why."""
+
+    def __init__(self, what: str, detail: str, remedy: str = "") -> None:
+        self.what = what
+        self.detail = detail
+        self.remedy = remedy
+        super().__init__(_with_remedy(f"{what} cannot be pickled: {detail}", remedy))
 
 
 class CheckpointNotFoundError(CheckpointFlowError, FileNotFoundError):
-    """A checkpoint selector (latest, best, an epoch, a file name) names no saved checkpoint."""
+    """A checkpoint selector (latest, best, an epoch, a file name) names no saved checkpoint.
+
+    ``available`` describes what exists (empty when nothing was saved yet); ``why`` says why
+    the selector matched none of it.
+    """
+
+    def __init__(self, location: str, selector: str, why: str = "", available: str = "") -> None:
+        self.location = location
+        self.selector = selector
+        self.why = why
+        self.available = available
+        if not available:
+            text = f"no checkpoint saved in {location} yet (selector {selector!r})"
+        else:
+            reason = f" ({why})" if why else ""
+            text = f"no checkpoint {selector!r} in {location}{reason}; available: {available}"
+        super().__init__(text)
 
 
 class CheckpointExistsError(CheckpointFlowError, FileExistsError):
-    """A save asked not to replace a checkpoint names one that exists (or is already asked
-    for); nothing was saved."""
+    """A save asked not to replace a checkpoint names one that exists, or one already asked
+    for (``waiting``); nothing was saved."""
+
+    def __init__(self, location: str, name: str, *, waiting: bool = False) -> None:
+        self.location = location
+        self.name = name
+        self.waiting = waiting
+        if waiting:
+            text = (
+                f"a save named {name!r} is already waiting for the next boundary of the "
+                f"manager at {location}; choose another name (nothing more was asked for)"
+            )
+        else:
+            text = (
+                f"a checkpoint named {name!r} exists in {location}; choose another name "
+                "(nothing was saved)"
+            )
+        super().__init__(text)
 
 
 class FanOutError(CheckpointFlowError):
@@ -113,15 +216,23 @@ class FanOutError(CheckpointFlowError):
         super().__init__(message)
         self.failures: dict[Any, BaseException] = dict(failures)
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (str(self), self.failures))
-
 
 class CheckpointFormatError(CheckpointFlowError):
     """A location was written in a storage format this version does not read.
 
-    Nothing is guessed or converted: the message names the version that wrote it.
+    Nothing is guessed or converted: the message names the format found (``found``), the one
+    this version reads (``readable``) and what to do.
     """
+
+    def __init__(self, where: str, found: str, readable: str, remedy: str) -> None:
+        self.where = where
+        self.found = found
+        self.readable = readable
+        self.remedy = remedy
+        super().__init__(
+            f"{where} was written in storage format {found}; this checkpoint_flow reads format "
+            f"{readable} and will not guess. {remedy}"
+        )
 
 
 class UndigestableValueError(UnpicklableStateError):
@@ -138,10 +249,9 @@ class UndigestableValueError(UnpicklableStateError):
         self.detail = detail
         self.remedy = remedy
         at = f" at {where}" if where else ""
-        super().__init__(f"{what} cannot be digested stably{at}: {detail}{remedy}")
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.what, self.where, self.detail, self.remedy))
+        CheckpointFlowError.__init__(
+            self, f"{what} cannot be digested stably{at}: {detail}{remedy}"
+        )
 
 
 class CheckpointFlowWarning(UserWarning):

@@ -20,10 +20,12 @@ from typing import Any
 from . import reuse
 from .errors import CheckpointCorruptError, CheckpointFlowWarning
 from .flow_record import FlowRecord
+from .flow_retention import FlowRetention
+from .policies import LoadPolicy, StepLoad
 from .run_recorder import RunRecorder
 from .step_progress import StepProgress
 from .steps import Step, StepContext
-from .storage.store import Keep, SaveResult, Store, is_immutable
+from .storage.store import SaveResult, Store, is_immutable
 from .tracked import TrackedState
 
 logger = logging.getLogger("checkpoint_flow")
@@ -58,9 +60,9 @@ class Execution:
         store: Store,
         steps: Sequence[Step],
         record: FlowRecord | None,
-        policy: Callable[[int, int], bool],
+        policy: LoadPolicy,
         options: RunOptions,
-        retention: Keep,
+        retention: FlowRetention,
     ) -> None:
         self.store = store
         self.steps = tuple(steps)
@@ -265,7 +267,7 @@ class Execution:
         context: StepContext,
     ) -> tuple[TrackedState, SaveResult, set[str]]:
         """Load, run and save the step once; returns the state after it and its snapshot."""
-        if self.policy(index, self.segment):
+        if self.policy(StepLoad(index, self.segment)):
             load_data(step, state, data)
         result = step.call(state, data, context)
         if step.save is not None:

@@ -34,7 +34,9 @@ class CheckpointFlow(FlowCore):
             the ``CHECKPOINT_FLOW_KEY`` environment variable.
         on_code_change: ``"restart"`` reruns from the earliest step whose code changed since it
             ran; ``"ignore"`` resumes regardless.
-        retention: which commit records to keep after a run (see ``store.KeepLatestRun``).
+        retention: which commit records to keep after a run: a rule such as
+            ``KeepLatestRun()`` (the default) or ``KeepLastRecords(n)``, rules combined with
+            ``|``/``&``, or a callable over ``RecordSummary`` objects returning the seqs to keep.
         lock_ttl_s: how long a lock record on an object store outlives a crashed holder.
         compress: ``"zstd"`` compresses value blobs larger than 512 bytes (the ``zstd`` extra);
             None (the default) stores them as they are.

@@ -18,8 +18,8 @@ from typing import Any, Literal, overload
 from .errors import StepNotFoundError
 from .execution import CORRUPT_REMEDY, Execution, RunOptions, load_data, value_where
 from .flow_record import FlowRecord
-from .flow_retention import KeepLatestRun
-from .policies import LoadPolicy, load_policy_from
+from .flow_retention import KeepLatestRun, RetentionArg, as_flow_retention, over_record_names
+from .policies import LoadPolicyArg, load_first, load_never, load_policy_from
 from .retries import Retry, RetryOn
 from .run_start import CheckpointRef, load_snapshot, plan_start
 from .runs import RunSummary
@@ -49,7 +49,7 @@ class FlowCore:
         storage_options: Mapping[str, Any] | None = None,
         key: bytes | str | None = None,
         on_code_change: Literal["restart", "ignore"] = "restart",
-        retention: Callable[[list[dict[str, Any]]], Any] | None = None,
+        retention: RetentionArg | None = None,
         lock_ttl_s: float = 60.0,
         compress: Literal["zstd"] | None = None,
         reuse: bool = False,
@@ -59,15 +59,13 @@ class FlowCore:
                 f"on_code_change={on_code_change!r} is not valid; choose one of "
                 f"{', '.join(map(repr, _CODE_CHANGE_CHOICES))}"
             )
-        if retention is not None and not callable(retention):
-            raise TypeError(f"retention must be callable, got {retention!r}")
         if not isinstance(lock_ttl_s, (int, float)) or lock_ttl_s <= 0:
             raise ValueError(f"lock_ttl_s must be a positive number, got {lock_ttl_s!r}")
         _check_flag("reuse", reuse)
         self.handler = resolve_handler(location, handler, storage_options)
         self.store = Store(self.handler, Signer.from_env(key), compress=compress)
         self.on_code_change = on_code_change
-        self.retention = retention or KeepLatestRun()
+        self.retention = KeepLatestRun() if retention is None else as_flow_retention(retention)
         self.lock_ttl_s = float(lock_ttl_s)
         self.reuse = reuse
         self._steps: list[Step] = []
@@ -182,7 +180,7 @@ class FlowCore:
         self,
         initial_state: Mapping[str, Any] | None = None,
         checkpoint: CheckpointRef | None = None,
-        load_policy: LoadPolicy = "first",
+        load_policy: LoadPolicyArg = "first",
         *,
         on_corrupt: Literal["raise", "previous"] = "raise",
         reuse: bool | None = None,
@@ -259,9 +257,8 @@ class FlowCore:
                 options = RunOptions(
                     reuse=self.reuse if reuse is None else reuse, until=last, forced=forced,
                     progress=progress,
-                    first_only=isinstance(load_policy, str)
-                    and load_policy in ("first", "first only"),
-                    warn_empty_saver=load_policy != "never",
+                    first_only=isinstance(policy, load_first),
+                    warn_empty_saver=not isinstance(policy, load_never),
                 )
                 execution = Execution(
                     self.store, self._steps, record, policy, options, self.retention
@@ -369,12 +366,12 @@ class FlowCore:
     def gc(self) -> tuple[int, int]:
         """Apply the retention rule now; returns (records, blobs) deleted."""
         with run_lock(self.handler, ttl_s=self.lock_ttl_s):
-            return self.store.collect(self.retention)
+            return self.store.collect(over_record_names(self.retention))
 
     def verify(self) -> list[str]:
         """Check every record, node and blob; returns the problems found (empty when all is
         well)."""
-        return self.store.verify(self.retention)
+        return self.store.verify(over_record_names(self.retention))
 
     def _amend(self, change: Callable[[FlowRecord], dict[str, Any]], what: str) -> None:
         with run_lock(self.handler, ttl_s=self.lock_ttl_s):
@@ -392,7 +389,7 @@ class FlowCore:
         ``option`` is how the caller spelled the argument (``checkpoint``, ``--step``...), so the
         error names what the user typed.
         """
-        listing = ", ".join(f"{i}:{n}" for i, n in enumerate(names)) or "none"
+        listing = [f"{i}:{n}" for i, n in enumerate(names)]
         if not isinstance(ref, (str, bool)):
             with contextlib.suppress(TypeError):
                 ref = operator.index(ref)  # NumPy and other integer types
@@ -405,10 +402,10 @@ class FlowCore:
         if isinstance(ref, int):
             if -len(names) <= ref < len(names):
                 return ref % len(names)
-            raise StepNotFoundError(f"{shown} is out of range; steps are: {listing}")
+            raise StepNotFoundError(shown, listing, "is out of range")
         if ref in names:
             return names.index(ref)
-        raise StepNotFoundError(f"{shown} names no step; steps are: {listing}")
+        raise StepNotFoundError(shown, listing)
 
 
 def _check_flag(name: str, value: object) -> None:

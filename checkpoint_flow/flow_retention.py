@@ -1,41 +1,134 @@
 """Which commit records a flow keeps: the retention rules ``CheckpointFlow(retention=...)`` takes.
 
-A rule receives a summary of every record at the location, oldest first (``seq``, ``name`` and
-``run: {id}``, read from the file names, so choosing costs no reads), and returns the seqs to
-keep; it must keep the newest. Collection then keeps every record a kept one reaches.
+A rule receives a :class:`RecordSummary` of every record at the location, oldest first (read
+from the file names, so choosing costs no reads), and returns the seqs of the records to keep.
+A rule must keep the newest record (collection refuses one that does not); collection then
+keeps every record a kept one reaches. Rules compose: ``KeepLatestRun() | KeepLastRecords(5)``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+from . import checks
+from .policy import FromFunction, KeepBoth, KeepEither, Policy, kept_set
+from .storage.store import RecordName
 
-class KeepLatestRun:
-    """Retention rule: keep the newest record and the last record of the run before it, so
+__all__ = [
+    "FlowRetention",
+    "KeepLastRecords",
+    "KeepLatestRun",
+    "RecordSummary",
+    "as_flow_retention",
+]
+
+
+@dataclass(frozen=True)
+class RecordSummary:
+    """One commit record as a retention rule sees it: its number, file name and run."""
+
+    seq: int
+    name: str
+    run_id: str
+
+    def __getitem__(self, key: str) -> Any:
+        """The 0.1 form (``r["seq"]``, ``r["name"]``, ``r["run"]["id"]``), kept so rules
+        written against it still run."""
+        legacy: dict[str, Any] = {"seq": self.seq, "name": self.name, "run": {"id": self.run_id}}
+        return legacy[key]
+
+
+Records = Sequence[RecordSummary]
+
+
+class FlowRetention(Policy[Records, set[int]]):
+    """Base class of flow retention rules: ``__call__(records)`` returns the seqs to keep;
+    ``|`` keeps what either rule keeps, ``&`` what both keep."""
+
+    @classmethod
+    def coerce(cls, value: Any) -> FlowRetention:
+        return as_flow_retention(value)
+
+    @classmethod
+    def either(cls, *parts: Policy[Records, set[int]]) -> FlowRetention:
+        return KeepAnyRecords(*parts)
+
+    @classmethod
+    def both(cls, *parts: Policy[Records, set[int]]) -> FlowRetention:
+        return KeepCommonRecords(*parts)
+
+
+class KeepAnyRecords(KeepEither[Records, int], FlowRetention):
+    """Keeps every record that any of its rules keeps."""
+
+
+class KeepCommonRecords(KeepBoth[Records, int], FlowRetention):
+    """Keeps the records that every one of its rules keeps."""
+
+
+class FunctionRetention(FromFunction[Records, set[int]], FlowRetention):
+    """A plain function ``(records) -> seqs to keep`` used as a rule."""
+
+    def check(self, answer: Any) -> set[int]:
+        return kept_set(self.fn, answer)
+
+
+RetentionArg = FlowRetention | Callable[[Records], Iterable[int]]
+
+
+def as_flow_retention(value: RetentionArg) -> FlowRetention:
+    """A rule from a rule or a plain callable ``(records) -> seqs``. Raises TypeError."""
+    if isinstance(value, FlowRetention):
+        return value
+    if not callable(value):
+        raise TypeError(
+            f"retention must be callable as rule(records) -> seqs to keep (such as "
+            f"KeepLatestRun() or KeepLastRecords(5)), got {value!r}"
+        )
+    return FunctionRetention(value)
+
+
+@dataclass(frozen=True, repr=False)
+class KeepLatestRun(FlowRetention):
+    """Keep the newest record and the last record of the run before it, so
     on_corrupt='previous' always has an earlier run's snapshot to fall back to.
 
     The newest record names every step's snapshots, so ``checkpoint=``, ``state_before`` and
     ``rewind`` keep working for every step; the records holding those snapshots stay.
     """
 
-    def __call__(self, records: list[dict[str, Any]]) -> set[int]:
+    def __call__(self, records: Records) -> set[int]:
         if not records:
             return set()
-        latest_run = records[-1]["run"]["id"]
-        keep = {records[-1]["seq"]}
-        earlier = [r for r in records if r["run"]["id"] != latest_run]
+        latest_run = records[-1].run_id
+        keep = {records[-1].seq}
+        earlier = [r for r in records if r.run_id != latest_run]
         if earlier:
-            keep.add(earlier[-1]["seq"])
+            keep.add(earlier[-1].seq)
         return keep
 
+    def __repr__(self) -> str:
+        return "KeepLatestRun()"
 
-class KeepLastRecords:
-    """Retention rule: keep the newest ``n`` records, whatever run wrote them."""
 
-    def __init__(self, n: int) -> None:
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise ValueError(f"KeepLastRecords needs n >= 1, got {n!r}")
-        self.n = n
+@dataclass(frozen=True, repr=False)
+class KeepLastRecords(FlowRetention):
+    """Keep the newest ``n`` records, whatever run wrote them."""
 
-    def __call__(self, records: list[dict[str, Any]]) -> set[int]:
-        return {r["seq"] for r in records[-self.n :]}
+    n: int
+
+    def __post_init__(self) -> None:
+        checks.count("KeepLastRecords n", self.n, minimum=1)
+
+    def __call__(self, records: Records) -> set[int]:
+        return {r.seq for r in records[-self.n :]}
+
+    def __repr__(self) -> str:
+        return f"KeepLastRecords({self.n})"
+
+
+def over_record_names(rule: FlowRetention) -> Callable[[Sequence[RecordName]], set[int]]:
+    """The rule as the store applies it: over the records' parsed file names."""
+    return lambda names: rule([RecordSummary(n.seq, n.name, n.tag) for n in names])

@@ -84,10 +84,11 @@ def start_point(
         renamed = _renamed_position(order, recorded, names, resume)
         if renamed is None:
             raise StepNotFoundError(
-                f"the last run at {location} stopped at step {resume!r}, which this flow no "
-                f"longer has. Recorded steps: {', '.join(order)}; this flow's steps: "
-                f"{', '.join(names)}. Pass checkpoint=<step> to choose where to start, or call "
-                "cp.reset() to start from the beginning."
+                f"step {resume!r}, where the last run at {location} stopped,",
+                names,
+                f"is one this flow no longer has (recorded steps: {', '.join(order)})",
+                "Pass checkpoint=<step> to choose where to start, or call cp.reset() to start "
+                "from the beginning.",
             )
         target = renamed
         expected[target] = names[target]

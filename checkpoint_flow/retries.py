@@ -7,9 +7,10 @@ step never sees a failed attempt's partial mutations.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from datetime import timedelta
+
+from . import checks
 
 RetryOn = type[BaseException] | tuple[type[BaseException], ...]
 
@@ -28,18 +29,9 @@ class Retry:
     on: RetryOn = (Exception,)
 
     def __post_init__(self) -> None:
-        if isinstance(self.retries, bool) or not isinstance(self.retries, int):
-            raise TypeError(f"retries must be an int >= 0, got {self.retries!r}")
-        if self.retries < 0:
-            raise ValueError(f"retries must be an int >= 0, got {self.retries!r}")
-        object.__setattr__(self, "delay_s", _seconds(self.delay_s))
-        backoff = _non_negative("backoff", self.backoff)
-        if backoff < 1:
-            raise ValueError(
-                f"backoff must be a number >= 1 (1 waits the same before every retry), got "
-                f"{self.backoff!r}"
-            )
-        object.__setattr__(self, "backoff", backoff)
+        checks.count("retries", self.retries)
+        object.__setattr__(self, "delay_s", checks.seconds("retry_delay_s", self.delay_s))
+        object.__setattr__(self, "backoff", checks.number("backoff", self.backoff, minimum=1))
         object.__setattr__(self, "on", _exception_types(self.on))
 
     @property
@@ -53,21 +45,7 @@ class Retry:
 
     def delay_before(self, attempt: int) -> float:
         """Seconds to wait before attempt ``attempt`` (2 is the first retry)."""
-        return _seconds(self.delay_s) * self.backoff ** max(attempt - 2, 0)
-
-
-def _seconds(delay: object) -> float:
-    if isinstance(delay, timedelta):
-        delay = delay.total_seconds()
-    return _non_negative("retry_delay_s", delay)
-
-
-def _non_negative(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds >= 0, got {value!r}")
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return float(value)
+        return checks.seconds("retry_delay_s", self.delay_s) * self.backoff ** max(attempt - 2, 0)
 
 
 def _exception_types(on: object) -> tuple[type[BaseException], ...]:

@@ -16,9 +16,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from .flow_record import FlowRecord
+from .flow_retention import FlowRetention, over_record_names
 from .runs import HISTORY_LIMIT
 from .steps import Step
-from .storage.store import Keep, SaveResult, Store
+from .storage.store import SaveResult, Store
 
 logger = logging.getLogger("checkpoint_flow")
 
@@ -34,7 +35,8 @@ class RunRecorder:
     history and where the next run resumes with which state."""
 
     def __init__(
-        self, store: Store, names: Sequence[str], record: FlowRecord | None, retention: Keep
+        self, store: Store, names: Sequence[str], record: FlowRecord | None,
+        retention: FlowRetention,
     ) -> None:
         self.store = store
         self.location = store.location
@@ -195,7 +197,7 @@ class RunRecorder:
     def collect(self) -> None:
         """Apply the retention rule to what this run made old; a failure is only logged."""
         try:
-            self.store.collect_after(self.retention, self.first_seq)
+            self.store.collect_after(over_record_names(self.retention), self.first_seq)
         except Exception as exc:  # noqa: BLE001  housekeeping must not fail a finished run
             logger.warning(
                 "could not collect old snapshots at %s (the next run retries): %s",

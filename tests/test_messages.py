@@ -244,7 +244,8 @@ def test_a_read_only_location_is_a_write_error_naming_it(tmp_path):
             cp.run({})
     finally:
         (tmp_path / "read-only").chmod(0o755)
-    assert f"cannot take the run lock at {location}" in str(info.value)
+    assert f"could not write the run lock to {location}" in str(info.value)
+    assert (info.value.location, info.value.what) == (str(location), "the run lock")
     assert "writable" in str(info.value)
     assert calls == []
 

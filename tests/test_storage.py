@@ -16,6 +16,7 @@ from checkpoint_flow import (
     FsspecHandler,
     KeepLastRecords,
     LocalHandler,
+    RecordSummary,
 )
 from checkpoint_flow.storage.store import FORMAT_VERSION
 from tests.support.layout import blob_file, blob_files, state_entry
@@ -314,7 +315,7 @@ def test_collection_keeps_what_retained_records_name(tmp_path):
     ]
     assert len({b["run"]["id"] for b in bodies}) == 2
     assert cp.verify() == []
-    kept = cp.retention([{"seq": b["seq"], "run": b["run"]} for b in bodies])
+    kept = cp.retention([RecordSummary(b["seq"], "", b["run"]["id"]) for b in bodies])
     _needed, referenced = cp.store.reachable([b for b in bodies if b["seq"] in kept])
     assert {p.name for p in blob_files(tmp_path)} == referenced
 
@@ -334,7 +335,7 @@ def test_collection_keeps_what_retained_records_name(tmp_path):
 
 
 def test_retention_rule_validates_its_argument():
-    with pytest.raises(ValueError, match="n >= 1"):
+    with pytest.raises(ValueError, match="n must be an int >= 1, got 0"):
         KeepLastRecords(0)
     with pytest.raises(TypeError, match="retention must be callable"):
         CheckpointFlow("memory://x", retention=3)

@@ -102,8 +102,9 @@ class FanOut:
             except (CheckpointCorruptError, TypeError) as exc:
                 raise CheckpointCorruptError(
                     f"item batch {ITEMS}/{name} of map step {self.step.name!r} at "
-                    f"{self.context.location} cannot be read ({exc}). Delete that file to "
-                    "run its items again."
+                    f"{self.context.location}",
+                    f"cannot be read ({exc})",
+                    "Delete that file to run its items again.",
                 ) from exc
             for digest, result in results.items():
                 if digest in wanted:
@@ -234,8 +235,9 @@ class FanOut:
         except UnpicklableStateError as exc:
             self.batch -= 1
             raise UnpicklableStateError(
-                f"a result of map step {self.step.name!r} cannot be pickled ({exc.__cause__}); "
-                "an item function must return picklable values"
+                f"a result of map step {self.step.name!r}",
+                str(exc.__cause__),
+                "An item function must return picklable values.",
             ) from exc
         logger.debug("map step %r: committed %d items as %s", self.step.name,
                      len(self.pending), name)

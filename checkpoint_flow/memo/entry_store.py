@@ -56,19 +56,21 @@ def lookup(store: Store, key: str) -> tuple[bool, Any]:
     try:
         opened = _entries(store).open(name)
     except CheckpointCorruptError as exc:
-        raise type(exc)(f"{exc}. To compute it again, {remedy}") from exc
+        raise exc.with_remedy(f"To compute it again, {remedy}.") from exc
     if opened is None:
         return False, None
     if opened.meta.get("key") != key:
         raise CheckpointCorruptError(
-            f"{where} holds key {opened.meta.get('key')!r} instead; {remedy}"
+            where, f"holds key {opened.meta.get('key')!r} instead", f"To fix it, {remedy}."
         )
     try:
         return True, opened.value()
     except Exception as exc:
         raise CheckpointCorruptError(
-            f"{where} could not be unpickled ({type(exc).__name__}: {exc}); a class or module it "
-            f"needs may have changed or be missing. To compute it again, {remedy}"
+            where,
+            f"could not be unpickled ({type(exc).__name__}: {exc}); a class or module it needs "
+            "may have changed or be missing",
+            f"To compute it again, {remedy}.",
         ) from exc
 
 

@@ -151,7 +151,7 @@ def decode(data: bytes | bytearray | memoryview) -> Any:
         if raw is not None and (raw not in _RAW_TYPES_BY_NAME or len(out_of_band) != 1):
             raise ValueError(f"unknown raw value type {raw!r}")
     except (ValueError, KeyError, TypeError, struct.error) as exc:
-        raise CheckpointCorruptError(f"damaged value blob: {exc}") from exc
+        raise CheckpointCorruptError("value blob", f"cannot be decoded ({exc})") from exc
     if raw is not None:
         return _RAW_TYPES_BY_NAME[raw](out_of_band[0])
     return pickle.loads(frame, buffers=out_of_band)
@@ -166,11 +166,11 @@ def _decompress(view: memoryview) -> bytearray:
         size = int(header["size"])
         plain = _zstd().ZstdDecompressor().decompress(view[8 + header_len :], max_output_size=size)
     except (ValueError, KeyError, TypeError, struct.error) as exc:
-        raise CheckpointCorruptError(f"damaged compressed blob: {exc}") from exc
+        raise CheckpointCorruptError("compressed blob", f"cannot be decompressed ({exc})") from exc
     except Exception as exc:  # zstandard.ZstdError has no common base with the above
-        raise CheckpointCorruptError(f"damaged compressed blob: {exc}") from exc
+        raise CheckpointCorruptError("compressed blob", f"cannot be decompressed ({exc})") from exc
     if len(plain) != size:
-        raise CheckpointCorruptError("damaged compressed blob: wrong decompressed size")
+        raise CheckpointCorruptError("compressed blob", "decompresses to the wrong size")
     return bytearray(plain)
 
 
@@ -275,25 +275,28 @@ def unseal(
             raise ValueError("malformed trailer")
     except (ValueError, KeyError, TypeError) as exc:
         raise CheckpointCorruptError(
-            f"record {where} is damaged ({exc}); it was truncated or altered after it was written"
+            f"record {where}",
+            f"is damaged ({exc}); it was truncated or altered after it was written",
         ) from exc
     if signer.enabled:
         expected = signer.mac(raw)
         given = trailer.get("hmac_sha256")
         if not isinstance(given, str):
             raise CheckpointSignatureError(
-                f"record {where} is not signed but a key is configured; refusing to load it. "
-                "Remove the checkpoint or run without the key if you trust its origin."
+                f"record {where}",
+                "is not signed but a key is configured; refusing to load it",
+                "Remove the checkpoint or run without the key if you trust its origin.",
             )
         if not hmac.compare_digest(expected or "", given):
             raise CheckpointSignatureError(
-                f"record {where} has a signature that does not match the configured key: it was "
-                "written with another key or tampered with; refusing to load it"
+                f"record {where}",
+                "has a signature that does not match the configured key: it was written with "
+                "another key or tampered with; refusing to load it",
             )
     try:
         body = json.loads(raw)
     except ValueError as exc:
-        raise CheckpointCorruptError(f"record {where} is not valid JSON: {exc}") from exc
+        raise CheckpointCorruptError(f"record {where}", f"is not valid JSON: {exc}") from exc
     if not isinstance(body, dict):
-        raise CheckpointCorruptError(f"record {where} does not hold an object")
+        raise CheckpointCorruptError(f"record {where}", "does not hold an object")
     return body

@@ -51,7 +51,7 @@ def verify(log: RecordLog, nodes: Nodes, values: ValueBlobs, keep: Keep) -> list
     problems: list[str] = []
     checked: set[str] = set()
     names = [RecordName.parse(n) for n in log.record_names()]
-    kept = set(keep([n.summary() for n in names]))
+    kept = set(keep(names))
     for record in names:
         try:
             body = log.read_record(record.name)
@@ -75,7 +75,7 @@ def collect(log: RecordLog, nodes: Nodes, keep: Keep) -> tuple[int, int]:
     """Delete the records and value blobs that no record kept by ``keep`` reaches; return how
     many of each were deleted."""
     names = [RecordName.parse(n) for n in log.record_names()]
-    kept = set(keep([n.summary() for n in names]))
+    kept = set(keep(names))
     if names and names[-1].seq not in kept:
         raise ValueError("a retention rule must keep the newest record")
     bodies = [log.read_record(n.name) for n in names if n.seq in kept]

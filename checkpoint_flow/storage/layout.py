@@ -21,7 +21,7 @@ PENDING = "collect.pending"
 
 Entry = dict[str, Any]
 Manifest = dict[str, Entry]
-Keep = Callable[[list[dict[str, Any]]], Iterable[int]]
+Keep = Callable[[list["RecordName"]], Iterable[int]]
 
 
 @dataclass(frozen=True)
@@ -39,11 +39,7 @@ class RecordName:
         try:
             return cls(name, int(seq), tag)
         except ValueError as exc:
-            raise CheckpointCorruptError(f"unexpected record name {name!r}") from exc
-
-    def summary(self) -> dict[str, Any]:
-        """The form retention rules receive."""
-        return {"seq": self.seq, "name": self.name, "run": {"id": self.tag}}
+            raise CheckpointCorruptError(f"record name {name!r}", "is not one") from exc
 
 
 def record_name(seq: int, tag: str) -> str:
@@ -53,13 +49,10 @@ def record_name(seq: int, tag: str) -> str:
 
 def blob_path(blob: str) -> str:
     if not blob or not all(c in "0123456789abcdef" for c in blob):
-        raise CheckpointCorruptError(f"invalid blob name {blob!r} in a record")
+        raise CheckpointCorruptError(f"blob name {blob!r} in a record", "is not one")
     return f"{VALUES}/{blob[:2]}/{blob}"
 
 
 def read_error(what: str, exc: OSError) -> CheckpointReadError:
     """The error for storage that could not be read; ``what`` names what was being read."""
-    return CheckpointReadError(
-        f"could not read {what}: {type(exc).__name__}: {exc}. Nothing was changed; rerun when "
-        "the storage is reachable."
-    )
+    return CheckpointReadError(what, exc)

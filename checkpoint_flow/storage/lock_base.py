@@ -70,9 +70,11 @@ class RunLock:
             raise  # also a TimeoutError, so an OSError: not a storage failure
         except OSError as exc:
             raise CheckpointWriteError(
-                f"cannot take the run lock at {self.handler.location}: {_reason(exc)}. Nothing "
-                "was changed; a run writes to its location, so make it writable or choose "
-                "another one."
+                self.handler.location,
+                "the run lock",
+                _reason(exc),
+                "Nothing was changed; a run writes to its location, so make it writable or "
+                "choose another one.",
             ) from exc
         self._held = True
 

@@ -77,9 +77,9 @@ def read_holder(handler: StateHandler, *, name: str | None = None) -> LockHolder
     if observed.holder is None:
         record = f"{handler.location.rstrip('/')}/{record_name}"
         raise CheckpointCorruptError(
-            f"the run lock record {record} cannot be read; it is being written right now or was "
-            "torn by a crash. Try again; if it stays unreadable and no run is using the "
-            "location, delete it."
+            f"the run lock record {record}",
+            "cannot be read; it is being written right now or was torn by a crash",
+            "Try again; if it stays unreadable and no run is using the location, delete it.",
         )
     if is_stale(observed.holder, observed.machine, time.time()):
         return None

@@ -94,15 +94,19 @@ class Namespace:
             if exclusive:
                 if not store.handler.create(path, b"".join(bytes(c) for c in chunks)):
                     raise CheckpointWriteError(
-                        f"{path} at {store.location} already exists; two runs are using the "
-                        "same location"
+                        store.location,
+                        path,
+                        "it already exists; two runs are using the same location",
+                        "Stop the other run and retry.",
                     )
             else:
                 store.handler.write(path, chunks)
         except OSError as exc:
             raise CheckpointWriteError(
-                f"could not write {what} to {store.location}/{path}: {exc}. Nothing else was "
-                "changed; fix the storage problem and retry."
+                store.location,
+                f"{what} ({path})",
+                exc,
+                "Nothing else was changed; fix the storage problem and retry.",
             ) from exc
         return sum(len(c) if not isinstance(c, memoryview) else c.nbytes for c in chunks)
 
@@ -124,15 +128,16 @@ class Namespace:
             raise read_error(f"entry {where}", exc) from exc
         view = memoryview(data)
         if bytes(view[: len(MAGIC)]) != MAGIC or len(view) < len(MAGIC) + _LEN.size:
-            raise CheckpointCorruptError(f"entry {where} is damaged: it does not start as one")
+            raise CheckpointCorruptError(f"entry {where}", "is damaged: it does not start as one")
         (length,) = _LEN.unpack(view[len(MAGIC) : len(MAGIC) + _LEN.size])
         start = len(MAGIC) + _LEN.size
         header = unseal(bytes(view[start : start + length]), store.signer, where)
         if header.get("namespace") != self.name or header.get("name") != name:
             error = CheckpointSignatureError if store.signer.enabled else CheckpointCorruptError
             raise error(
-                f"entry {where} was written as {header.get('namespace')}/{header.get('name')}: "
-                "it was copied or renamed after it was written; refusing to load it"
+                f"entry {where}",
+                f"was written as {header.get('namespace')}/{header.get('name')}: it was copied "
+                "or renamed after it was written; refusing to load it",
             )
         body_start = start + length
         body_start += -body_start % _ALIGN
@@ -142,8 +147,8 @@ class Namespace:
             blob, str(info.get("name")), str(info.get("hash"))
         ):
             raise CheckpointCorruptError(
-                f"entry {where} is damaged: its value does not match its header (truncated or "
-                "altered)"
+                f"entry {where}",
+                "is damaged: its value does not match its header (truncated or altered)",
             )
         return Opened(dict(header.get("meta") or {}), blob, len(view))
 

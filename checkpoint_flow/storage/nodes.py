@@ -49,7 +49,7 @@ class Nodes:
             seq, index = int(seq_text), int(index_text)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CheckpointCorruptError(
-                f"invalid node reference {ref!r} at {self.location}"
+                f"node reference {ref!r} at {self.location}", "is not one"
             ) from exc
         cached = self._cache.get(key)
         if cached is not None:
@@ -61,17 +61,17 @@ class Nodes:
             nodes = self.log.record_nodes(seq)
             if index >= len(nodes):
                 raise CheckpointCorruptError(
-                    f"record {seq} at {self.location} has no node {index} (named by {key})"
+                    f"record {seq} at {self.location}", f"has no node {index} (named by {key})"
                 )
             raw = nodes[index]
         if not _same_name(self.signer.name_of([raw.encode()]), digest):
             raise CheckpointCorruptError(
-                f"node {key} at {self.location} does not match its hash: record {seq} was "
-                "altered"
+                f"node {key} at {self.location}",
+                f"does not match its hash: record {seq} was altered",
             )
         node = json.loads(raw)
         if not isinstance(node, dict):
-            raise CheckpointCorruptError(f"node {key} at {self.location} is not an object")
+            raise CheckpointCorruptError(f"node {key} at {self.location}", "is not an object")
         self._cache_node(key, node)
         return node
 

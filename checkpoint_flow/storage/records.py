@@ -51,10 +51,12 @@ class RecordLog:
             raise read_error(f"the location {self.location}", exc) from exc
         if old:
             raise CheckpointFormatError(
-                f"{self.location} was written by checkpoint_flow 0.1 (storage format 1); this "
-                f"version reads format {FORMAT_VERSION} and will not guess. Finish or inspect "
-                "that run with checkpoint_flow 0.1 (pip install 'checkpoint_flow==0.1.0'), or "
-                "move the location aside and start a new one."
+                self.location,
+                "1 (checkpoint_flow 0.1)",
+                str(FORMAT_VERSION),
+                "Finish or inspect that run with checkpoint_flow 0.1, which reads format 1 "
+                "(pip install 'checkpoint_flow==0.1.0'), or move the location aside and start "
+                "a new one.",
             )
         self._format_checked = True
 
@@ -71,27 +73,31 @@ class RecordLog:
         try:
             data = self.handler.read(name)
         except FileNotFoundError as exc:
-            raise CheckpointCorruptError(f"record {where} disappeared while reading") from exc
+            raise CheckpointCorruptError(f"record {where}", "disappeared while reading") from exc
         except OSError as exc:
             raise read_error(f"record {where}", exc) from exc
         body = unseal(data, self.signer, where)
         version = body.get("format")
         if version != FORMAT_VERSION:
             raise CheckpointFormatError(
-                f"record {where} has storage format {version!r}; this checkpoint_flow reads "
-                f"format {FORMAT_VERSION}. Use the checkpoint_flow version that wrote it "
-                "(format 1: checkpoint_flow 0.1), or move the location aside and start a new one."
+                f"record {where}",
+                repr(version),
+                str(FORMAT_VERSION),
+                "Use the checkpoint_flow version that wrote it (format 1: checkpoint_flow 0.1), "
+                "or move the location aside and start a new one.",
             )
         if body.get("name") != name:
             error = CheckpointSignatureError if self.signer.enabled else CheckpointCorruptError
             raise error(
-                f"record {where} was written as {body.get('name')!r}: it was copied or renamed "
-                "after it was written (a replayed record); refusing to load it"
+                f"record {where}",
+                f"was written as {body.get('name')!r}: it was copied or renamed after it was "
+                "written (a replayed record); refusing to load it",
             )
         if body.get("hash") == "blake2b-256-keyed" and not self.signer.enabled:
             raise CheckpointSignatureError(
-                f"record {where} was written with a signing key; set the same key "
-                "(key=... or CHECKPOINT_FLOW_KEY) to load it"
+                f"record {where}",
+                "was written with a signing key",
+                "Set the same key (key=... or CHECKPOINT_FLOW_KEY) to load it.",
             )
         return body
 
@@ -125,14 +131,13 @@ class RecordLog:
             # previous record stays the newest one.
             with contextlib.suppress(OSError):
                 self.handler.delete(name)
-            raise CheckpointWriteError(
-                f"could not commit {name} at {self.location}: {exc}. The previous checkpoint "
-                "is intact; fix the storage problem and rerun."
-            ) from exc
+            raise CheckpointWriteError(self.location, f"commit record {name}", exc) from exc
         if not created:
             raise CheckpointWriteError(
-                f"{name} at {self.location} was written by another process during this run; "
-                "two runs are using the same location. Stop the other run and rerun."
+                self.location,
+                f"commit record {name}",
+                "another process wrote it during this run; two runs are using the same location",
+                "Stop the other run and rerun.",
             )
         self._last_seq = seq
         self._remember_record(seq, nodes)
@@ -173,8 +178,9 @@ class RecordLog:
             name = self._names.get(seq)
         if name is None:
             raise CheckpointCorruptError(
-                f"record {seq} at {self.location} is missing but a newer record names a node "
-                "in it. Run `checkpoint-flow verify` to list the damage."
+                f"record {seq} at {self.location}",
+                "is missing but a newer record names a node in it",
+                "Run `checkpoint-flow verify` to list the damage.",
             )
         body = self.read_record(name)
         nodes = [str(node) for node in body.get("nodes", [])]

@@ -232,8 +232,9 @@ class Store:
                 )
             return body
         raise CheckpointCorruptError(
-            f"no intact checkpoint at {self.location}: every record is damaged "
-            f"({'; '.join(problems)}). Move the location aside to start over."
+            f"every record at {self.location}",
+            f"is damaged, so there is no intact checkpoint ({'; '.join(problems)})",
+            "Move the location aside to start over.",
         )
 
     def commit(self, body: Mapping[str, Any], *, tag: str) -> tuple[str, int]:
@@ -293,8 +294,8 @@ class Store:
     def collect(self, keep: Keep) -> tuple[int, int]:
         """Delete the records and value blobs that no record kept by ``keep`` reaches.
 
-        ``keep`` receives a summary of every record (``seq``, ``name``, ``run: {id}``), oldest
-        first, and returns the seqs to keep; it must keep the newest. A record that is not kept
+        ``keep`` receives the parsed name of every record (``RecordName``), oldest first, and
+        returns the seqs to keep; it must keep the newest. A record that is not kept
         but holds a node a kept one reaches stays. Nothing is deleted if a kept record cannot be
         read. Temp files older than ``temp_grace_s`` are removed too. Returns (records, blobs)
         deleted.
@@ -313,9 +314,9 @@ class Store:
         A failure leaves a marker (``PENDING``) so the next call collects whatever happens.
         """
         names = [RecordName.parse(n) for n in self.record_names()]
-        before = [n.summary() for n in names if n.seq < first_seq]
+        before = [n for n in names if n.seq < first_seq]
         kept_before = set(keep(before)) if before else set()
-        kept_now = set(keep([n.summary() for n in names]))
+        kept_now = set(keep(names))
         pending = self.handler.exists(PENDING)
         if not pending and kept_before <= kept_now:
             return None

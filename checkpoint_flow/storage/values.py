@@ -59,9 +59,7 @@ class ValueBlobs:
         try:
             plain = encode(value)
         except (pickle.PicklingError, TypeError, AttributeError, RecursionError) as exc:
-            raise UnpicklableStateError(
-                f"{what} ({type_name(value)}) cannot be pickled: {exc}.{remedy}"
-            ) from exc
+            raise UnpicklableStateError(f"{what} ({type_name(value)})", str(exc), remedy) from exc
         if self.compress is None or plain.size <= INLINE_LIMIT:
             return plain
         return compressed(plain, self.compress)
@@ -103,15 +101,18 @@ class ValueBlobs:
             else:
                 data = self.read_blob(entry["blob"], where)
         except CheckpointCorruptError as exc:
-            raise CheckpointCorruptError(f"{exc}{remedy}") from exc
+            raise exc.with_remedy(remedy) from exc
         try:
             return decode(data)
         except CheckpointCorruptError as exc:
-            raise CheckpointCorruptError(f"{where} is damaged: {exc}{remedy}") from exc
+            raise CheckpointCorruptError(
+                where, f"is damaged: its {exc.what} {exc.problem}", remedy
+            ) from exc
         except Exception as exc:
             raise CheckpointCorruptError(
-                f"{where} could not be unpickled ({type(exc).__name__}: {exc}); a class or "
-                "module it needs may have changed or be missing"
+                where,
+                f"could not be unpickled ({type(exc).__name__}: {exc}); a class or module it "
+                "needs may have changed or be missing",
             ) from exc
 
     def read_blob(self, blob: str, where: str) -> Any:
@@ -120,15 +121,14 @@ class ValueBlobs:
         except FileNotFoundError as exc:
             self._damaged.add(blob)
             raise CheckpointCorruptError(
-                f"{where} is missing from storage. Run `checkpoint-flow verify` to list the "
-                "damage."
+                where, "is missing from storage", "Run `checkpoint-flow verify` to list the damage."
             ) from exc
         except OSError as exc:
             raise read_error(where, exc) from exc
         if not self.signer.check_blob(data, blob, self.signer.blob_hash):
             self._damaged.add(blob)
             raise CheckpointCorruptError(
-                f"{where} does not match its hash: the blob was altered or truncated."
+                where, "does not match its hash: the blob was altered or truncated"
             )
         return data
 
@@ -142,10 +142,7 @@ class ValueBlobs:
                 return 0
             self.handler.write(path, encoded.chunks)
         except OSError as exc:
-            raise CheckpointWriteError(
-                f"could not write {what} to {self.location}: {exc}. "
-                "The previous checkpoint is intact; fix the storage problem and rerun."
-            ) from exc
+            raise CheckpointWriteError(self.location, what, exc) from exc
         self._damaged.discard(name)
         return encoded.size
 
@@ -164,7 +161,7 @@ def _inline_content(entry: Mapping[str, Any], where: str) -> bytes:
     try:
         data = base64.b64decode(entry["inline"], validate=True)
     except (ValueError, TypeError) as exc:
-        raise CheckpointCorruptError(f"{where} is damaged: bad inline value ({exc})") from exc
+        raise CheckpointCorruptError(where, f"is damaged: bad inline value ({exc})") from exc
     if digest_chunks([data]) != entry.get("digest"):
-        raise CheckpointCorruptError(f"{where} does not match its digest: it was altered")
+        raise CheckpointCorruptError(where, "does not match its digest: it was altered")
     return data

@@ -66,21 +66,23 @@ def header_of(data: Buffer, signer: Signer, where: str) -> dict[str, Any]:
     view = memoryview(data)
     if bytes(view[: len(FILE_MAGIC)]) != FILE_MAGIC:
         raise CheckpointCorruptError(
-            f"{where} is not a checkpoint file (bad magic {bytes(view[:8])!r}); it was "
-            "truncated, overwritten or is not a checkpoint_flow training checkpoint"
+            where,
+            f"is not a checkpoint file (bad magic {bytes(view[:8])!r}); it was truncated, "
+            "overwritten or is not a checkpoint_flow training checkpoint",
         )
     start = len(FILE_MAGIC) + _LEN.size
     if view.nbytes < start:
-        raise CheckpointCorruptError(f"{where} is truncated: it ends inside its header")
+        raise CheckpointCorruptError(where, "is truncated: it ends inside its header")
     (header_len,) = _LEN.unpack(view[len(FILE_MAGIC) : start])
     if start + header_len > view.nbytes:
-        raise CheckpointCorruptError(f"{where} is truncated: it ends inside its header")
+        raise CheckpointCorruptError(where, "is truncated: it ends inside its header")
     body = unseal(bytes(view[start : start + header_len]), signer, where)
     if body.get("kind") != CHECKPOINT_KIND or body.get("format") not in READABLE_FORMATS:
         raise CheckpointCorruptError(
-            f"{where} has kind {body.get('kind')!r} format {body.get('format')!r}; this version "
-            f"reads {CHECKPOINT_KIND!r} formats {', '.join(map(str, READABLE_FORMATS))}. "
-            "Upgrade checkpoint_flow to read it."
+            where,
+            f"has kind {body.get('kind')!r} format {body.get('format')!r}; this version reads "
+            f"{CHECKPOINT_KIND!r} formats {', '.join(map(str, READABLE_FORMATS))}",
+            "Upgrade checkpoint_flow to read it.",
         )
     return body
 
@@ -97,23 +99,26 @@ def open_file(data: Buffer, signer: Signer, where: str) -> OpenedFile:
     info = header.get("blob") or {}
     if blob.nbytes != info.get("size"):
         raise CheckpointCorruptError(
-            f"{where} holds {blob.nbytes} bytes of state where its header says "
-            f"{info.get('size')}: the file was truncated or appended to after it was written"
+            where,
+            f"holds {blob.nbytes} bytes of state where its header says {info.get('size')}: the "
+            "file was truncated or appended to after it was written",
         )
     hash_name = str(info.get("hash"))
     if signer.enabled and hash_name != signer.blob_hash:
         raise CheckpointSignatureError(
-            f"{where} was written without a key but a key is configured; refusing to load it"
+            where, "was written without a key but a key is configured; refusing to load it"
         )
     if not signer.check_blob(blob, str(info.get("digest")), hash_name):
         if signer.enabled:
             raise CheckpointSignatureError(
-                f"{where}: the state does not match the keyed hash in its signed header; it was "
-                "altered after it was written or written with another key; refusing to load it"
+                where,
+                "holds state that does not match the keyed hash in its signed header; it was "
+                "altered after it was written or written with another key; refusing to load it",
             )
         raise CheckpointCorruptError(
-            f"{where}: the state does not match the hash in its header ({hash_name}); the file "
-            "was damaged or altered after it was written"
+            where,
+            f"holds state that does not match the hash in its header ({hash_name}); the file "
+            "was damaged or altered after it was written",
         )
     return OpenedFile(header, blob)
 

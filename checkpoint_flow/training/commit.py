@@ -71,8 +71,11 @@ class Committer:
         except Exception as exc:
             latest = self.catalogue.latest()
             raise CheckpointWriteError(
-                f"writing checkpoint {job.file!r} to {self.storage.location} failed: {exc!r}; "
-                f"earlier checkpoints are untouched (latest is {latest.file if latest else 'none'})"
+                self.storage.location,
+                f"checkpoint {job.file!r}",
+                exc,
+                "Earlier checkpoints are untouched (latest is "
+                f"{latest.file if latest else 'none'}).",
             ) from exc
         try:
             if job.latest_copy is not None:
@@ -84,9 +87,11 @@ class Committer:
             raise
         except Exception as exc:
             raise CheckpointWriteError(
-                f"checkpoint {job.file!r} is saved in {self.storage.location}, but refreshing "
-                f"its copies or applying retention failed: {exc!r}; the next save tries again "
-                f"(or run `checkpoint-flow gc {self.storage.location}`)"
+                self.storage.location,
+                f"the copies and retention after checkpoint {job.file!r}",
+                exc,
+                f"Checkpoint {job.file!r} itself is saved; the next save tries again (or run "
+                f"`checkpoint-flow gc {self.storage.location}`).",
             ) from exc
         logger.info(
             "saved %s (%s, epoch %s, step %s, %.1f MB in %.2f s)",

@@ -93,8 +93,9 @@ def read(storage: TrainingStorage, file: str) -> LiveEndpoint | None:
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointCorruptError(
-            f"{where} does not name a control endpoint ({exc}); delete it, or start the "
-            "manager's serve() again to replace it"
+            where,
+            f"does not name a control endpoint ({exc})",
+            "Delete it, or start the manager's serve() again to replace it.",
         ) from exc
 
 

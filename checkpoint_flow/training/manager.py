@@ -178,7 +178,7 @@ class CheckpointManager:
             self._tracked, self._progress, self._naming, metadata=self.metadata,
             last_seq=self._catalogue.last_seq,
         )
-        self._requests = SaveRequests()
+        self._requests = SaveRequests(self.location)
         self._last_periodic: float | None = None
         self._last_saved_at: tuple[int | None, int | None] | None = None
         self._closed = False
@@ -611,10 +611,7 @@ class CheckpointManager:
 
     def _refuse_existing(self, file: str) -> None:
         if self._catalogue.get(file) is not None:
-            raise CheckpointExistsError(
-                f"a checkpoint named {file!r} exists in {self.location}; choose another name "
-                "(nothing was saved)"
-            )
+            raise CheckpointExistsError(self.location, file)
 
     def _submit(
         self,

@@ -146,16 +146,18 @@ class CheckpointReader:
             opened = self.storage.open(file)
             payload = opened.decode()
             if not isinstance(payload, dict) or "objects" not in payload:
-                raise CheckpointCorruptError(f"{where} does not hold training state")
+                raise CheckpointCorruptError(where, "does not hold training state")
         except FileNotFoundError:
             raise CheckpointNotFoundError(
-                f"no checkpoint {file!r} in {self.where} (selector {str(selector)!r}); "
-                f"available: {describe(self.catalogue.entries())}"
+                self.where,
+                file,
+                f"selector {str(selector)!r}",
+                describe(self.catalogue.entries()),
             ) from None
         except CheckpointCorruptError as exc:
             others = [c.file for c in self.catalogue.entries() if c.file != file]
-            raise type(exc)(
-                f"{exc}. Load another checkpoint instead"
+            raise exc.with_remedy(
+                "Load another checkpoint instead"
                 + (f" (available: {', '.join(others[-5:])})" if others else "")
                 + f" or delete {file!r}."
             ) from exc

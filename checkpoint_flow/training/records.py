@@ -96,9 +96,10 @@ def from_record(
     version = body.get("format", 1) if body.get("kind") == RECORD_KIND else 1
     if body.get("kind") not in (RECORD_KIND, None) or version not in (1, RECORD_FORMAT):
         raise CheckpointCorruptError(
-            f"record {where} has kind {body.get('kind')!r} format {version!r}; this version "
-            f"reads {RECORD_KIND!r} formats 1 and {RECORD_FORMAT}. Upgrade checkpoint_flow to "
-            "read it."
+            f"record {where}",
+            f"has kind {body.get('kind')!r} format {version!r}; this version reads "
+            f"{RECORD_KIND!r} formats 1 and {RECORD_FORMAT}",
+            "Upgrade checkpoint_flow to read it.",
         )
     return info_from_header(body, size=int(body.get("size", 0)), where=where)
 
@@ -127,8 +128,8 @@ def info_from_header(header: Mapping[str, Any], *, size: int, where: str) -> Che
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CheckpointCorruptError(
-            f"{where} does not describe a checkpoint ({exc!r}); it was written by another tool "
-            "or damaged"
+            where,
+            f"does not describe a checkpoint ({exc!r}); it was written by another tool or damaged",
         ) from exc
 
 

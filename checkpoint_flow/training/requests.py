@@ -24,7 +24,8 @@ class Request:
 class SaveRequests:
     """A thread-safe queue of requests."""
 
-    def __init__(self) -> None:
+    def __init__(self, location: str) -> None:
+        self.location = location  # named in errors
         self._lock = threading.Lock()
         self._queue: list[Request] = []
 
@@ -34,10 +35,7 @@ class SaveRequests:
         future: Future[str] = Future()
         with self._lock:
             if not replace and any(r.file == file for r in self._queue):
-                raise CheckpointExistsError(
-                    f"a save named {file!r} is already waiting for the next boundary; choose "
-                    "another name (nothing more was asked for)"
-                )
+                raise CheckpointExistsError(self.location, str(file), waiting=True)
             self._queue.append(Request(file, future, replace))
         return future
 

@@ -1,7 +1,8 @@
 """Which checkpoints to keep: small retention rules that compose.
 
 A rule is a callable taking the managed checkpoints (oldest first) and returning the file names
-to keep; everything else is deleted. Rules combine with ``|`` (keep what either keeps)::
+to keep; everything else is deleted. Rules combine with ``|`` (keep what either keeps) and
+``&`` (keep what both keep)::
 
     keep_last(3) | keep_best(1, "val_loss", "min")
 
@@ -14,13 +15,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
-from typing import Literal
+from dataclasses import dataclass
+from typing import Any, Literal
 
+from .. import checks
+from ..policy import FromFunction, KeepBoth, KeepEither, Policy, kept_set
 from .records import CheckpointInfo
 
 __all__ = [
     "CheckpointInfo",
+    "FunctionRule",
     "KeepAny",
+    "KeepCommon",
     "RetentionRule",
     "as_rule",
     "keep_all",
@@ -29,40 +35,34 @@ __all__ = [
 ]
 
 Mode = Literal["min", "max"]
-MODES = ("min", "max")
+MODES: tuple[Mode, ...] = ("min", "max")
 
 
-class RetentionRule:
-    """Base class: subclasses implement ``__call__``; ``|`` unites what two rules keep."""
+class RetentionRule(Policy[Sequence[CheckpointInfo], set[str]]):
+    """Base class of retention rules: subclasses implement ``__call__(checkpoints)`` returning
+    the file names to keep; ``|`` keeps what either rule keeps, ``&`` what both keep."""
 
-    def __call__(self, checkpoints: Sequence[CheckpointInfo]) -> set[str]:
-        raise NotImplementedError
+    @classmethod
+    def coerce(cls, value: Any) -> RetentionRule:
+        return as_rule(value)
 
-    def __or__(self, other: RuleLike) -> RetentionRule:
-        return KeepAny(self, as_rule(other))
+    @classmethod
+    def either(cls, *parts: Policy[Sequence[CheckpointInfo], set[str]]) -> RetentionRule:
+        return KeepAny(*parts)
 
-    def __ror__(self, other: RuleLike) -> RetentionRule:
-        return KeepAny(as_rule(other), self)
+    @classmethod
+    def both(cls, *parts: Policy[Sequence[CheckpointInfo], set[str]]) -> RetentionRule:
+        return KeepCommon(*parts)
 
 
 RuleLike = Callable[[Sequence[CheckpointInfo]], Iterable[str]]
 
 
-class _FunctionRule(RetentionRule):
-    def __init__(self, fn: RuleLike) -> None:
-        self.fn = fn
+class FunctionRule(FromFunction[Sequence[CheckpointInfo], set[str]], RetentionRule):
+    """A plain function ``(checkpoints) -> names to keep`` used as a rule."""
 
-    def __call__(self, checkpoints: Sequence[CheckpointInfo]) -> set[str]:
-        kept = self.fn(checkpoints)
-        if isinstance(kept, str) or not isinstance(kept, Iterable):
-            raise TypeError(
-                f"retention callable {self.fn!r} must return an iterable of file names to keep, "
-                f"got {kept!r}"
-            )
-        return set(kept)
-
-    def __repr__(self) -> str:
-        return f"as_rule({self.fn!r})"
+    def check(self, answer: Any) -> set[str]:
+        return kept_set(self.fn, answer)
 
 
 def as_rule(value: RuleLike | str) -> RetentionRule:
@@ -76,25 +76,18 @@ def as_rule(value: RuleLike | str) -> RetentionRule:
             f"keep must be 'all', a RetentionRule or a callable (checkpoints) -> names to keep, "
             f"got {value!r}"
         )
-    return _FunctionRule(value)
+    return FunctionRule(value)
 
 
-class KeepAny(RetentionRule):
+class KeepAny(KeepEither[Sequence[CheckpointInfo], str], RetentionRule):
     """Keeps every file that any of its rules keeps."""
 
-    def __init__(self, *rules: RetentionRule) -> None:
-        self.rules = rules
 
-    def __call__(self, checkpoints: Sequence[CheckpointInfo]) -> set[str]:
-        kept: set[str] = set()
-        for rule in self.rules:
-            kept |= rule(checkpoints)
-        return kept
-
-    def __repr__(self) -> str:
-        return " | ".join(map(repr, self.rules))
+class KeepCommon(KeepBoth[Sequence[CheckpointInfo], str], RetentionRule):
+    """Keeps the files that every one of its rules keeps."""
 
 
+@dataclass(frozen=True, repr=False)
 class keep_all(RetentionRule):
     """Keeps everything."""
 
@@ -105,19 +98,14 @@ class keep_all(RetentionRule):
         return "keep_all()"
 
 
-def _count(name: str, n: object) -> int:
-    if isinstance(n, bool) or not isinstance(n, int):
-        raise TypeError(f"{name} must be an int >= 0, got {type(n).__name__}: {n!r}")
-    if n < 0:
-        raise ValueError(f"{name} must be an int >= 0, got {n!r}")
-    return n
-
-
+@dataclass(frozen=True, repr=False)
 class keep_last(RetentionRule):
     """Keeps the ``n`` most recent checkpoints in training order (epoch, step, save time)."""
 
-    def __init__(self, n: int) -> None:
-        self.n = _count("keep_last_n", n)
+    n: int
+
+    def __post_init__(self) -> None:
+        checks.count("keep_last_n", self.n)
 
     def __call__(self, checkpoints: Sequence[CheckpointInfo]) -> set[str]:
         if self.n == 0:
@@ -129,10 +117,8 @@ class keep_last(RetentionRule):
         return f"keep_last({self.n})"
 
 
-def check_mode(mode: object) -> Mode:
-    if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; valid choices: 'min', 'max'")
-    return mode  # type: ignore[return-value]
+def check_mode(mode: Mode) -> Mode:
+    return checks.choice("mode", mode, MODES)
 
 
 def better(value: float, best: float | None, mode: Mode) -> bool:
@@ -145,18 +131,22 @@ def better(value: float, best: float | None, mode: Mode) -> bool:
     return value < best if mode == "min" else value > best
 
 
+@dataclass(frozen=True, repr=False)
 class keep_best(RetentionRule):
     """Keeps the ``k`` checkpoints with the best ``monitor`` value; ties go to the earlier one.
 
     Checkpoints without the metric (or with NaN) are never counted among the best.
     """
 
-    def __init__(self, k: int, monitor: str, mode: Mode = "min") -> None:
-        self.k = _count("keep_best_k", k)
-        if not isinstance(monitor, str) or not monitor:
-            raise TypeError(f"monitor must be a metric name, got {monitor!r}")
-        self.monitor = monitor
-        self.mode = check_mode(mode)
+    k: int
+    monitor: str
+    mode: Mode = "min"
+
+    def __post_init__(self) -> None:
+        checks.count("keep_best_k", self.k)
+        if not isinstance(self.monitor, str) or not self.monitor:
+            raise TypeError(f"monitor must be a metric name, got {self.monitor!r}")
+        check_mode(self.mode)
 
     def __call__(self, checkpoints: Sequence[CheckpointInfo]) -> set[str]:
         return {c.file for c in rank(checkpoints, self.monitor, self.mode)[: self.k]}

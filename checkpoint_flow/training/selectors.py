@@ -174,13 +174,8 @@ def _recorded_mode(checkpoints: Sequence[CheckpointInfo], monitor: str) -> Mode 
 def _not_found(
     selector: Selector, checkpoints: Sequence[CheckpointInfo], where: str, why: str
 ) -> CheckpointNotFoundError:
-    if not newest_first(checkpoints):
-        return CheckpointNotFoundError(
-            f"no checkpoint saved in {where} yet (selector {str(selector)!r})"
-        )
-    return CheckpointNotFoundError(
-        f"no checkpoint {str(selector)!r} in {where} ({why}); available: {describe(checkpoints)}"
-    )
+    available = describe(checkpoints) if newest_first(checkpoints) else ""
+    return CheckpointNotFoundError(where, str(selector), why, available)
 
 
 def describe(checkpoints: Sequence[CheckpointInfo], limit: int = 8) -> str:

@@ -101,7 +101,7 @@ def capture_all(
             states[name] = capture(obj, copy=copy, staging=staging)
         except Exception as exc:
             raise UnpicklableStateError(
-                f"cannot capture the state of {name!r} ({type(obj).__name__}): {exc}"
+                f"the state of {name!r} ({type(obj).__name__})", f"capturing it failed: {exc}"
             ) from exc
     return states
 

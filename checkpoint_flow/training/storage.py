@@ -120,15 +120,16 @@ class TrainingStorage:
         try:
             info = from_record(self.handler.read(name), self.signer, where)
         except CheckpointCorruptError as exc:
-            raise type(exc)(
-                f"{exc}. The checkpoint file {file!r} itself may be intact: delete {name!r} to "
-                "go on (that file is then no longer listed nor managed by retention), or run "
+            raise exc.with_remedy(
+                f"The checkpoint file {file!r} itself may be intact: delete {name!r} to go on "
+                "(that file is then no longer listed nor managed by retention), or run "
                 f"`checkpoint-flow gc {self.location}` to rebuild the record from the file."
             ) from exc
         if info.file != file:
             raise CheckpointCorruptError(
-                f"record {where} describes {info.file!r}, not {file!r}: it was copied or renamed "
-                f"by hand. Delete {name!r} and run `checkpoint-flow gc {self.location}`."
+                f"record {where}",
+                f"describes {info.file!r}, not {file!r}: it was copied or renamed by hand",
+                f"Delete {name!r} and run `checkpoint-flow gc {self.location}`.",
             )
         return info
 

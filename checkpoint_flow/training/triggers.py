@@ -13,16 +13,19 @@ loops that count epochs, steps or both.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Literal
+from typing import Any, Literal, cast
+
+from .. import checks, policy
+from ..policy import FromFunction, Policy
 
 __all__ = [
     "AllOf",
     "AnyOf",
     "Boundary",
+    "FunctionTrigger",
     "Trigger",
     "as_trigger",
     "at_boundary",
@@ -35,6 +38,7 @@ __all__ = [
 ]
 
 BoundaryKind = Literal["step", "epoch"]
+BOUNDARY_KINDS: tuple[BoundaryKind, ...] = ("step", "epoch")
 
 
 @dataclass(frozen=True)
@@ -63,37 +67,31 @@ class Boundary:
             object.__setattr__(self, "steps_reported", self.step or 0)
 
 
-class Trigger:
-    """Base class: subclasses implement ``__call__``; ``|`` and ``&`` combine triggers."""
+class Trigger(Policy[Boundary, bool]):
+    """Base class of triggers: subclasses implement ``__call__(boundary) -> bool``; ``|`` fires
+    when either trigger fires, ``&`` when both do."""
 
-    def __call__(self, boundary: Boundary) -> bool:
-        raise NotImplementedError
+    @classmethod
+    def coerce(cls, value: Any) -> Trigger:
+        return as_trigger(value)
 
-    def __or__(self, other: TriggerLike) -> Trigger:
-        return AnyOf(self, as_trigger(other))
+    @classmethod
+    def either(cls, *parts: Policy[Boundary, bool]) -> Trigger:
+        return AnyOf(*parts)
 
-    def __ror__(self, other: TriggerLike) -> Trigger:
-        return AnyOf(as_trigger(other), self)
-
-    def __and__(self, other: TriggerLike) -> Trigger:
-        return AllOf(self, as_trigger(other))
-
-    def __rand__(self, other: TriggerLike) -> Trigger:
-        return AllOf(as_trigger(other), self)
+    @classmethod
+    def both(cls, *parts: Policy[Boundary, bool]) -> Trigger:
+        return AllOf(*parts)
 
 
 TriggerLike = Callable[[Boundary], bool]
 
 
-class _FunctionTrigger(Trigger):
-    def __init__(self, fn: TriggerLike) -> None:
-        self.fn = fn
+class FunctionTrigger(FromFunction[Boundary, bool], Trigger):
+    """A plain function ``(Boundary) -> bool`` used as a trigger."""
 
-    def __call__(self, boundary: Boundary) -> bool:
-        return bool(self.fn(boundary))
-
-    def __repr__(self) -> str:
-        return f"as_trigger({self.fn!r})"
+    def check(self, answer: Any) -> bool:
+        return bool(answer)
 
 
 def as_trigger(value: TriggerLike) -> Trigger:
@@ -102,41 +100,15 @@ def as_trigger(value: TriggerLike) -> Trigger:
         return value
     if not callable(value):
         raise TypeError(f"a trigger must be callable as trigger(boundary) -> bool, got {value!r}")
-    return _FunctionTrigger(value)
+    return FunctionTrigger(value)
 
 
-class AnyOf(Trigger):
+class AnyOf(policy.AnyOf[Boundary], Trigger):
     """Fires when any of its triggers fires."""
 
-    def __init__(self, *triggers: Trigger) -> None:
-        self.triggers = triggers
 
-    def __call__(self, boundary: Boundary) -> bool:
-        return any(t(boundary) for t in self.triggers)
-
-    def __repr__(self) -> str:
-        return " | ".join(map(repr, self.triggers))
-
-
-class AllOf(Trigger):
+class AllOf(policy.AllOf[Boundary], Trigger):
     """Fires when all of its triggers fire."""
-
-    def __init__(self, *triggers: Trigger) -> None:
-        self.triggers = triggers
-
-    def __call__(self, boundary: Boundary) -> bool:
-        return all(t(boundary) for t in self.triggers)
-
-    def __repr__(self) -> str:
-        return "(" + " & ".join(map(repr, self.triggers)) + ")"
-
-
-def _positive_int(name: str, n: object) -> int:
-    if isinstance(n, bool) or not isinstance(n, int):
-        raise TypeError(f"{name} must be a positive int, got {type(n).__name__}: {n!r}")
-    if n < 1:
-        raise ValueError(f"{name} must be a positive int (1, 2, ...), got {n!r}")
-    return n
 
 
 @dataclass(frozen=True, repr=False)
@@ -146,7 +118,7 @@ class every_n_epochs(Trigger):
     n: int
 
     def __post_init__(self) -> None:
-        _positive_int("every_n_epochs", self.n)
+        checks.count("every_n_epochs", self.n, minimum=1)
 
     def __call__(self, boundary: Boundary) -> bool:
         return (
@@ -168,7 +140,7 @@ class every_n_steps(Trigger):
     n: int
 
     def __post_init__(self) -> None:
-        _positive_int("every_n_steps", self.n)
+        checks.count("every_n_steps", self.n, minimum=1)
 
     def __call__(self, boundary: Boundary) -> bool:
         reported = boundary.steps_reported or 0
@@ -183,25 +155,20 @@ class min_interval(Trigger):
     """Fires when at least ``seconds`` (a number or a ``timedelta``) have passed since the last
     periodic save, or when there was none yet."""
 
-    seconds: float
+    seconds: float | timedelta
 
     def __post_init__(self) -> None:
-        if isinstance(self.seconds, timedelta):
-            object.__setattr__(self, "seconds", self.seconds.total_seconds())
-        if isinstance(self.seconds, bool) or not isinstance(self.seconds, (int, float)):
-            raise TypeError(f"min_interval_s must be a number of seconds, got {self.seconds!r}")
-        if not self.seconds >= 0 or math.isinf(self.seconds):
-            raise ValueError(
-                f"min_interval_s must be a finite number of seconds >= 0, got {self.seconds!r}"
-            )
+        object.__setattr__(self, "seconds", checks.seconds("min_interval_s", self.seconds))
 
     def __call__(self, boundary: Boundary) -> bool:
-        return boundary.last_save is None or boundary.now - boundary.last_save >= self.seconds
+        interval = cast(float, self.seconds)  # a timedelta became seconds on construction
+        return boundary.last_save is None or boundary.now - boundary.last_save >= interval
 
     def __repr__(self) -> str:
-        return f"min_interval({self.seconds})"
+        return f"min_interval({self.seconds:g})"
 
 
+@dataclass(frozen=True, repr=False)
 class on_improvement(Trigger):
     """Fires when the monitored metric improved at this boundary."""
 
@@ -212,13 +179,14 @@ class on_improvement(Trigger):
         return "on_improvement()"
 
 
+@dataclass(frozen=True, repr=False)
 class at_boundary(Trigger):
     """Fires at every boundary of the given kind ("epoch" or "step")."""
 
-    def __init__(self, kind: BoundaryKind) -> None:
-        if kind not in ("epoch", "step"):
-            raise ValueError(f"unknown boundary kind {kind!r}; valid choices: 'epoch', 'step'")
-        self.kind = kind
+    kind: BoundaryKind
+
+    def __post_init__(self) -> None:
+        checks.choice("kind", self.kind, BOUNDARY_KINDS)
 
     def __call__(self, boundary: Boundary) -> bool:
         return boundary.kind == self.kind
@@ -227,6 +195,7 @@ class at_boundary(Trigger):
         return f"at_boundary({self.kind!r})"
 
 
+@dataclass(frozen=True, repr=False)
 class at_loop_unit(Trigger):
     """Fires at every epoch end, and at every step end of a loop that reports no epoch."""
 
@@ -237,6 +206,7 @@ class at_loop_unit(Trigger):
         return "at_loop_unit()"
 
 
+@dataclass(frozen=True, repr=False)
 class never(Trigger):
     """Never fires: saves happen only on demand, on improvement and at the end."""
 
@@ -283,7 +253,5 @@ def periodic_trigger(
         counts.append(every_n_steps(every_n_steps_))
     if min_interval_s is None:
         return AnyOf(*counts) if counts else never()
-    if isinstance(min_interval_s, timedelta):
-        min_interval_s = min_interval_s.total_seconds()
     base: Trigger = AnyOf(*counts) if counts else at_loop_unit()
-    return base & min_interval(min_interval_s)
+    return AllOf(base, min_interval(min_interval_s))
