@@ -209,12 +209,45 @@ class FanOutError(CheckpointFlowError):
     """Items of a fan-out step failed; every item that finished is recorded and is not rerun.
 
     ``failures`` maps the key of each failed item (the item itself, or what ``key=`` returned)
-    to the exception it raised on its last attempt.
+    to the exception it raised on its last attempt, in item order. Of the step's ``total``
+    items, ``finished`` are recorded at ``location``; ``not_started`` were never run because
+    ``max_failures`` items had failed.
     """
 
-    def __init__(self, message: str, failures: Mapping[Any, BaseException]) -> None:
-        super().__init__(message)
+    NAMED = 5  # failed keys the message names
+
+    def __init__(
+        self,
+        step: str,
+        location: str,
+        failures: Mapping[Any, BaseException],
+        *,
+        total: int,
+        finished: int,
+        max_failures: int | None = None,
+    ) -> None:
+        self.step = step
+        self.location = location
         self.failures: dict[Any, BaseException] = dict(failures)
+        self.total = total
+        self.finished = finished
+        self.max_failures = max_failures
+        self.not_started = total - finished - len(self.failures)
+        keys = list(self.failures)
+        named = ", ".join(map(repr, keys[: self.NAMED]))
+        more = f" and {len(keys) - self.NAMED} more" if len(keys) > self.NAMED else ""
+        stopped = (
+            f"; {self.not_started} were not started (max_failures={max_failures})"
+            if self.not_started else ""
+        )
+        first = next(iter(self.failures.values()), None)
+        text = (
+            f"map step {step!r}: {len(keys)} of {total} items failed: {named}{more}. {finished} "
+            f"finished items are recorded at {location} and will not run again{stopped}"
+        )
+        if first is not None:
+            text += f". First error: {type(first).__name__}: {first}"
+        super().__init__(text)
 
 
 class CheckpointFormatError(CheckpointFlowError):

@@ -27,7 +27,10 @@ EXAMPLES = [
     errors.UnpicklableStateError("state['lock'] (lock)", "cannot pickle '_thread.lock'"),
     errors.CheckpointNotFoundError("/tmp/run", "best", "no metric", "epoch 1, epoch 2"),
     errors.CheckpointExistsError("/tmp/run", "before_lr_drop.ckpt"),
-    errors.FanOutError("2 items failed", {1: ValueError("one"), "b": KeyError("two")}),
+    errors.FanOutError(
+        "square", "/tmp/run", {1: ValueError("one"), "b": KeyError("two")}, total=10,
+        finished=3, max_failures=2,
+    ),
     errors.UndigestableValueError("argument 'f'", "[0]", "an open file", ". Use ignore=."),
 ]
 
@@ -95,6 +98,13 @@ def test_each_error_writes_its_sentence_from_its_fields() -> None:
         "no checkpoint 'best' in /tmp/run (no metric); available: epoch 1, epoch 2"
     )
     assert "nothing was saved" in str(_example(errors.CheckpointExistsError))
+    fan_out = _example(errors.FanOutError)
+    assert str(fan_out) == (
+        "map step 'square': 2 of 10 items failed: 1, 'b'. 3 finished items are recorded at "
+        "/tmp/run and will not run again; 5 were not started (max_failures=2). First error: "
+        "ValueError: one"
+    )
+    assert (fan_out.not_started, list(fan_out.failures)) == (5, [1, "b"])
     waiting = errors.CheckpointExistsError("/tmp/run", "x.ckpt", waiting=True)
     assert "already waiting" in str(waiting) and waiting.waiting
 

@@ -20,7 +20,7 @@ from ..errors import CheckpointCorruptError, FanOutError, UnpicklableStateError
 from ..identity import fingerprint
 from ..steps import StepContext
 from ..storage.namespaces import Namespace
-from .items import NAMED_FAILURES, check_unique, item_key, key_digest, list_items
+from .items import check_unique, item_key, key_digest, list_items
 from .progress import Progress
 from .settings import MapSettings
 from .shipping import Shipped, WithState, apply
@@ -262,20 +262,13 @@ class FanOut:
 
     def _error(self) -> FanOutError:
         failed = sorted(self.failures)
-        named = ", ".join(repr(self.keys[i]) for i in failed[:NAMED_FAILURES])
-        more = f" and {len(failed) - NAMED_FAILURES} more" if len(failed) > NAMED_FAILURES else ""
-        finished = sum(1 for d in self.digests if d in self.done)
-        not_started = len(self.items) - finished - len(failed)
-        stopped = (
-            f"; {not_started} were not started (max_failures={self.step.max_failures})"
-            if not_started else ""
+        error = FanOutError(
+            self.step.name,
+            self.context.location,
+            {self.keys[i]: self.failures[i] for i in failed},
+            total=len(self.items),
+            finished=sum(1 for d in self.digests if d in self.done),
+            max_failures=self.step.max_failures,
         )
-        first = self.failures[failed[0]]
-        message = (
-            f"map step {self.step.name!r}: {len(failed)} of {len(self.items)} items failed: "
-            f"{named}{more}. {finished} finished items are recorded at {self.context.location} "
-            f"and will not run again{stopped}. First error: {type(first).__name__}: {first}"
-        )
-        error = FanOutError(message, {self.keys[i]: self.failures[i] for i in failed})
-        error.__cause__ = first
+        error.__cause__ = self.failures[failed[0]]
         return error
