@@ -34,8 +34,9 @@ from .catalogue import Catalogue
 from .commit import Committer, SaveJob
 from .export import export as export_file
 from .locking import acquire, release
+from .metrics import checked
 from .naming import NameKind, Naming, check_manager_name, check_pattern
-from .progress import Progress, check_count, check_metrics
+from .progress import Progress, check_count
 from .reader import CheckpointReader, LoadedCheckpoint, Restored
 from .records import CheckpointInfo
 from .requests import Request, SaveRequests, chain
@@ -224,7 +225,7 @@ class CheckpointManager:
         self._writer.raise_error()
         file = self._naming.named(name) if name is not None else None
         info = _check_json("info", dict(info or {}))
-        metrics = _checked(metrics)
+        metrics = checked(metrics)
         self._progress.advance(epoch, step)
         improved = self._progress.record(metrics, require_monitor=True, history=True)
         kind: NameKind = "step" if step is not None or self._progress.epoch is None else "epoch"
@@ -266,7 +267,7 @@ class CheckpointManager:
         """
         self._check_writable()
         self._writer.raise_error()
-        metrics = _checked(metrics)
+        metrics = checked(metrics)
         self._progress.advance(epoch, step)
         self._progress.count_step()
         improved = self._progress.record(metrics, require_monitor=False, history=False)
@@ -283,7 +284,7 @@ class CheckpointManager:
         """Hook for the end of an epoch: records metrics, tracks the best, saves if triggered."""
         self._check_writable()
         self._writer.raise_error()
-        metrics = _checked(metrics)
+        metrics = checked(metrics)
         self._progress.advance(epoch, step)
         improved = self._progress.record(metrics, require_monitor=True, history=True)
         return self._boundary("epoch", improved, objects)
@@ -300,7 +301,7 @@ class CheckpointManager:
         waits for every pending write."""
         self._check_writable()
         self._writer.raise_error()
-        metrics = _checked(metrics)
+        metrics = checked(metrics)
         self._progress.advance(epoch, step)
         improved = self._progress.record(metrics, require_monitor=True, history=True)
         requests = self._take_requests()
@@ -641,11 +642,6 @@ class CheckpointManager:
         if self._signals is not None:
             self._signals.restore()
         raise SystemExit(128 + signal.SIGTERM)
-
-
-def _checked(metrics: Mapping[str, Any] | None) -> dict[str, float] | None:
-    # Checked before anything changes, so a bad value leaves the manager as it was.
-    return None if metrics is None else check_metrics(metrics)
 
 
 def _check_json(what: str, value: dict[str, Any]) -> dict[str, Any]:
