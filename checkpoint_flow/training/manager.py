@@ -11,7 +11,6 @@ the loop is), :class:`.writer.Writer` (now or in the background), :class:`.commi
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -35,17 +34,18 @@ from .commit import Committer, SaveJob
 from .export import export as export_file
 from .locking import acquire, release
 from .metrics import checked
-from .naming import NameKind, Naming, check_manager_name, check_pattern
-from .progress import Progress, check_count
+from .naming import NameKind
+from .options import Options, check_json
+from .progress import Progress
 from .reader import CheckpointReader, LoadedCheckpoint, Restored
 from .records import CheckpointInfo
 from .requests import Request, SaveRequests, chain
-from .retention import KeepArg, Mode, build_rule, check_mode
+from .retention import KeepArg, Mode
 from .rng import restore_global_rng
 from .signals import SignalWatch
 from .storage import TrainingStorage
 from .tracking import Tracked
-from .triggers import Boundary, BoundaryKind, TriggerLike, choose_trigger
+from .triggers import Boundary, BoundaryKind, TriggerLike
 from .writer import Writer, flush_pending
 
 if TYPE_CHECKING:
@@ -128,27 +128,23 @@ class CheckpointManager:
         handler: str | type | StateHandler | None = None,
         storage_options: Mapping[str, Any] | None = None,
     ) -> None:
-        self.mode: Mode = check_mode(mode)
-        if monitor is not None and (not isinstance(monitor, str) or not monitor):
-            raise TypeError(f"monitor must be a metric name (str), got {monitor!r}")
-        self.monitor = monitor
-        self.save_best = bool(save_best)
-        self.name = check_manager_name(name)
-        self._naming = Naming(self.name, check_pattern(filename))
-        self._trigger = choose_trigger(trigger, every_n_epochs, every_n_steps, min_interval_s)
-        rule = build_rule(
-            keep,
-            None if keep_last_n is None else check_count("keep_last_n", keep_last_n),
-            None if keep_best_k is None else check_count("keep_best_k", keep_best_k),
-            monitor,
-            self.mode,
+        options = Options.check(
+            name=name, every_n_epochs=every_n_epochs, every_n_steps=every_n_steps,
+            min_interval_s=min_interval_s, trigger=trigger, monitor=monitor, mode=mode,
+            save_best=save_best, keep_last_n=keep_last_n, keep_best_k=keep_best_k, keep=keep,
+            filename=filename, tracked_obj=tracked_obj, tracked_attrs=tracked_attrs,
+            async_save=async_save, handle_signals=handle_signals, read_only=read_only,
+            metadata=metadata,
         )
-        self._tracked = Tracked(tracked_obj, tracked_attrs)
-        self.metadata = dict(metadata or {})
-        _check_json("metadata", self.metadata)
-        self.read_only = bool(read_only)
-        if handle_signals and self.read_only:
-            raise ValueError("handle_signals=True saves on signals; a read_only manager cannot")
+        self.mode: Mode = options.mode
+        self.monitor = options.monitor
+        self.save_best = options.save_best
+        self.name = options.name
+        self._naming = options.naming
+        self._trigger = options.trigger
+        self._tracked = Tracked(options.tracked_obj, options.tracked_attrs)
+        self.metadata = dict(options.metadata)
+        self.read_only = options.read_only
 
         self._storage_options = storage_options
         self._signer = Signer.from_env(key)
@@ -167,9 +163,9 @@ class CheckpointManager:
         self._reader = CheckpointReader(
             self._storage, self._naming, self._catalogue, monitor=monitor, mode=self.mode
         )
-        self._committer = Committer(self._storage, self._catalogue, rule)
+        self._committer = Committer(self._storage, self._catalogue, options.rule)
         self._writer: Writer[SaveJob] = Writer(
-            self._committer.run, background=bool(async_save), where=self.location
+            self._committer.run, background=options.async_save, where=self.location
         )
         # A manager that is never closed still lets its saves finish and its lock go when it is
         # collected; the finalizer holds no reference to the manager itself.
@@ -183,7 +179,7 @@ class CheckpointManager:
         self._last_periodic: float | None = None
         self._last_saved_at: tuple[int | None, int | None] | None = None
         self._closed = False
-        self._signals = SignalWatch() if handle_signals else None
+        self._signals = SignalWatch() if options.handle_signals else None
         self._servers: list[ControlServer] = []
 
     def __repr__(self) -> str:
@@ -224,7 +220,7 @@ class CheckpointManager:
         self._check_writable()
         self._writer.raise_error()
         file = self._naming.named(name) if name is not None else None
-        info = _check_json("info", dict(info or {}))
+        info = check_json("info", dict(info or {}))
         metrics = checked(metrics)
         self._progress.advance(epoch, step)
         improved = self._progress.record(metrics, require_monitor=True, history=True)
@@ -642,11 +638,3 @@ class CheckpointManager:
         if self._signals is not None:
             self._signals.restore()
         raise SystemExit(128 + signal.SIGTERM)
-
-
-def _check_json(what: str, value: dict[str, Any]) -> dict[str, Any]:
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"{what} must be JSON-serializable: {exc}") from exc
-    return value
