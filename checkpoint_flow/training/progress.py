@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .metrics import MetricTracker, Position, check_metrics
+from .metrics import MetricTracker, Position, check_metrics, checked
 from .retention import Mode
 
 
@@ -60,6 +60,26 @@ class Progress:
 
     def count_step(self) -> None:
         self.steps_reported += 1
+
+    def report(
+        self,
+        epoch: int | None,
+        step: int | None,
+        metrics: Mapping[str, Any] | None,
+        *,
+        step_end: bool = False,
+    ) -> bool:
+        """Take what a hook or save reports; return True if the monitored metric improved.
+
+        A step end counts the step, does not require the monitored metric and keeps its
+        metrics out of the history. Raises TypeError/ValueError for bad values; metrics are
+        checked before anything changes.
+        """
+        values = checked(metrics)
+        self.advance(epoch, step)
+        if step_end:
+            self.count_step()
+        return self.record(values, require_monitor=not step_end, history=not step_end)
 
     @property
     def metrics(self) -> dict[str, float]:
