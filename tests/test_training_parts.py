@@ -1,17 +1,21 @@
-"""The parts a CheckpointManager is made of, on their own: its checked options and the metric
-tracker."""
+"""The parts a CheckpointManager is made of, on their own: its checked options, the metric
+tracker and the control endpoint served from plain callables, with no manager behind it."""
 
 from __future__ import annotations
 
 import dataclasses
+import http.client
 import inspect
+import json
 import math
+from concurrent.futures import Future
 from typing import Any
 
 import pytest
 
 from checkpoint_flow import CheckpointManager
 from checkpoint_flow.training import keep_last
+from checkpoint_flow.training.control import ControlServer, ControlTarget
 from checkpoint_flow.training.metrics import MetricTracker
 from checkpoint_flow.training.options import Options
 
@@ -61,3 +65,33 @@ def test_metric_tracker_improves_strictly_and_round_trips_through_a_header() -> 
     again.restore(tracker.header())
     assert (again.best, again.best_at) == (1.5, (5, 50))
     assert MetricTracker(None, "max").header() is None
+
+
+def test_control_server_serves_callables_and_reports_its_stop_once() -> None:
+    asked: list[str | None] = []
+
+    def request_save(name: str | None) -> Future[str]:
+        asked.append(name)
+        future: Future[str] = Future()
+        future.set_result(f"{name}.ckpt")
+        return future
+
+    target = ControlTarget(
+        name="learner", location="memory://run", metadata={"lr": 0.1},
+        position=lambda: (2, 20), checkpoints=list, latest=lambda: None,
+        checkpoint_info=lambda file: None, request_save=request_save,
+    )
+    stopped: list[ControlServer] = []
+    server = ControlServer(target, on_stop=stopped.append)
+    try:
+        conn = http.client.HTTPConnection(server.host, server.port, timeout=30)
+        conn.request("GET", "/status")
+        status = json.loads(conn.getresponse().read())
+        conn.request("POST", "/save", body=json.dumps({"name": "a"}))
+        saved = json.loads(conn.getresponse().read())
+        conn.close()
+    finally:
+        server.stop()
+        server.stop()
+    assert status == {"manager": "learner", "epoch": 2, "step": 20, "location": "memory://run"}
+    assert (saved, asked, stopped) == ({"file": "a.ckpt"}, ["a"], [server])

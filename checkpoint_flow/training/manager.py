@@ -426,9 +426,22 @@ class CheckpointManager:
         runs, ``control.json`` (``<name>.control.json``) at the location names it, so that
         ``checkpoint-flow ui`` finds it; :meth:`close` removes it.
         """
-        from .control import ControlServer
+        from .control import ControlServer, ControlTarget
 
-        server = ControlServer(self, host, port)
+        progress, reading, saver = self._progress, self._reading, self._saver
+        target = ControlTarget(
+            name=self.name,
+            location=self.location,
+            metadata=self.metadata,
+            position=lambda: progress.position,
+            checkpoints=reading.checkpoints,
+            latest=reading.latest,
+            checkpoint_info=self._catalogue.get,
+            request_save=lambda name: saver.request(name, replace=False),
+            owner=self,
+        )
+        # The manager owns its servers; each takes itself off the list once it stops.
+        server = ControlServer(target, host, port, on_stop=self._servers.remove)
         self._servers.append(server)
         if not self.read_only:
             server.register(self._storage, self._naming)
