@@ -435,3 +435,18 @@ def test_a_process_that_ends_without_closing_its_manager_removes_its_control_fil
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("http://127.0.0.1:")
     assert not (tmp_path / "control.json").exists()
+
+
+def test_a_running_endpoint_keeps_its_manager_and_its_lock(tmp_path):
+    import gc
+
+    from checkpoint_flow import CheckpointLockedError
+
+    server = CheckpointManager(tmp_path, every_n_epochs=None).serve()
+    gc.collect()
+    with pytest.raises(CheckpointLockedError):
+        CheckpointManager(tmp_path)
+    server.stop()
+    del server
+    gc.collect()
+    CheckpointManager(tmp_path).close()

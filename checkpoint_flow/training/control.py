@@ -29,7 +29,9 @@ import socket
 import threading
 import uuid
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
@@ -48,12 +50,11 @@ from ..httpguard import (
 from . import live
 from .events import EventStream
 from .naming import Naming
+from .records import CheckpointInfo
 from .storage import TrainingStorage
 
 if TYPE_CHECKING:
     from typing_extensions import Self
-
-    from .manager import CheckpointManager
 
 logger = logging.getLogger(__name__)
 
@@ -68,14 +69,42 @@ LIST_ROUTES = ("/checkpoints", "/list_checkpoints")
 SAVE_FIELDS = ("name",)
 
 
+@dataclass(frozen=True)
+class ControlTarget:
+    """What an endpoint serves: the manager's ``name``, ``location`` and ``metadata``, and
+    callables reading its progress and checkpoints and asking for a save of a name that is not
+    saved yet (``request_save``, raising as ``request_save(name, replace=False)`` does).
+    ``owner`` is only held on to: a running endpoint keeps its manager, and so the manager's
+    run lock, alive."""
+
+    name: str | None
+    location: str
+    metadata: Mapping[str, Any]
+    position: Callable[[], tuple[int | None, int | None]]
+    checkpoints: Callable[[], list[CheckpointInfo]]
+    latest: Callable[[], str | None]
+    checkpoint_info: Callable[[str], CheckpointInfo | None]
+    request_save: Callable[[str | None], Future[str]]
+    owner: object = None
+
+
 class ControlServer:
     """A running control endpoint; ``url`` to reach it, ``token`` (None on loopback) to
-    authenticate, ``stop()`` (or ``with``) to end it."""
+    authenticate, ``stop()`` (or ``with``) to end it. ``on_stop`` is called with the server
+    once it has stopped."""
 
-    def __init__(self, manager: CheckpointManager, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        target: ControlTarget,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        on_stop: Callable[[ControlServer], object] | None = None,
+    ) -> None:
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
             raise ValueError(f"port must be an int in 0..65535 (0 picks a free one), got {port!r}")
-        self.manager = manager
+        self.target = target
+        self._on_stop = on_stop
         self.token = None if is_loopback(host) else new_token()
         self.events = EventStream()
         self._httpd = ThreadingHTTPServer((host, port), _make_handler(self))
@@ -119,8 +148,8 @@ class ControlServer:
         self._thread.join()
         if self._unregister is not None:
             self._unregister()
-        if self in self.manager._servers:
-            self.manager._servers.remove(self)
+        if self._on_stop is not None:
+            self._on_stop(self)
 
     def __enter__(self) -> Self:
         return self
@@ -131,23 +160,23 @@ class ControlServer:
     # ------------------------------------------------------------------ what the routes do
 
     def listing(self) -> list[dict[str, Any]]:
-        manager = self.manager
-        infos = manager.checkpoints()
-        latest = manager.latest
+        target = self.target
+        infos = target.checkpoints()
+        latest = target.latest()
         best = {c.source for c in infos if c.role == "best"}
         listing = []
         for info in infos:
             entry = dataclasses.asdict(info)
             entry["latest"] = info.file == latest
             entry["best"] = info.file in best
-            entry["metadata"] = dict(manager.metadata)
+            entry["metadata"] = dict(target.metadata)
             listing.append(entry)
         return listing
 
     def status(self) -> dict[str, Any]:
-        epoch, step = self.manager.position
-        return {"manager": self.manager.name, "epoch": epoch, "step": step,
-                "location": self.manager.location}
+        epoch, step = self.target.position()
+        return {"manager": self.target.name, "epoch": epoch, "step": step,
+                "location": self.target.location}
 
     def save(self, body: dict[str, Any]) -> tuple[int, dict[str, Any], str]:
         """Ask for a save; the status, the reply and the request's id once it is written,
@@ -156,7 +185,7 @@ class ControlServer:
         if name is not None and not isinstance(name, str):
             raise HttpError(400, f'"name" must be a string, got {name!r}')
         try:
-            future = self.manager.request_save(name, replace=False)
+            future = self.target.request_save(name)
         except CheckpointExistsError as exc:
             raise HttpError(409, str(exc)) from None
         except (ValueError, TypeError) as exc:
@@ -177,12 +206,12 @@ class ControlServer:
         return 200, {"file": file}, request
 
     def _saved(self, file: str) -> dict[str, Any]:
-        info = self.manager.checkpoint_info(file)
+        info = self.target.checkpoint_info(file)
         return {
             "file": file,
             "epoch": None if info is None else info.epoch,
             "step": None if info is None else info.step,
-            "location": self.manager.location,
+            "location": self.target.location,
         }
 
     def _publish_outcome(

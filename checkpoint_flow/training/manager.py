@@ -1,20 +1,16 @@
-"""CheckpointManager: periodic, best-model and on-demand checkpoints for training loops.
-
-The manager decides *when* to save (triggers), *what* a checkpoint holds (tracked objects,
-progress, metric history, RNG states) and *which files to keep* (retention rules). It owns the
-parts that do the rest and none of them calls back into it: :class:`.progress.Progress` (where
-the loop is), :class:`.writer.Writer` (now or in the background), :class:`.commit.Committer`
-(one save on storage), :class:`.reader.CheckpointReader` (selecting and loading) and
-:class:`.storage.TrainingStorage` (files and records, through a handler). File names are in
-:mod:`.naming`; a run lock keeps a second manager of the same name off the location.
+"""CheckpointManager: periodic, best-model and on-demand checkpoints for training loops. It
+checks its arguments into :class:`.options.Options`, then hands the work to parts it owns, none
+of which calls back into it: :class:`.progress.Progress` (where the loop is, with the best
+metric), :class:`.saving.Saver` (when and what to save, requests, signals),
+:class:`.writer.Writer` and :class:`.commit.Committer` (writing, retention),
+:class:`.reading.Reading` (loading) and :class:`.storage.TrainingStorage` (files and records);
+a run lock keeps a second manager of the same name off the location.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import signal
 import types
 import weakref
 from collections.abc import Mapping, Sequence
@@ -24,28 +20,27 @@ from pathlib import Path
 from time import monotonic
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..errors import CheckpointExistsError
 from ..storage.codec import Signer
 from ..storage.handlers import StateHandler, resolve_handler
 from ..storage.store import Store
-from . import selectors
 from .capture import JobMaker
 from .catalogue import Catalogue
 from .commit import Committer, SaveJob
 from .export import export as export_file
 from .locking import acquire, release
-from .naming import NameKind, Naming, check_manager_name, check_pattern
-from .progress import Progress, check_count, check_metrics
-from .reader import CheckpointReader, LoadedCheckpoint, Restored
+from .naming import NameKind
+from .options import Options, check_json
+from .progress import Progress
+from .reader import LoadedCheckpoint, Restored
+from .reading import Location, Reading
 from .records import CheckpointInfo
-from .requests import Request, SaveRequests, chain
-from .retention import KeepArg, Mode, build_rule, check_mode
+from .retention import KeepArg, Mode
 from .rng import restore_global_rng
-from .signals import SignalWatch
+from .saving import Saver
 from .storage import TrainingStorage
 from .tracking import Tracked
-from .triggers import Boundary, BoundaryKind, TriggerLike, choose_trigger
-from .writer import Writer, flush_pending
+from .triggers import TriggerLike
+from .writer import Writer
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -55,8 +50,6 @@ if TYPE_CHECKING:
 __all__ = ["CheckpointManager"]
 
 logger = logging.getLogger(__name__)
-
-Location = str | os.PathLike[str] | StateHandler
 
 
 class CheckpointManager:
@@ -127,62 +120,53 @@ class CheckpointManager:
         handler: str | type | StateHandler | None = None,
         storage_options: Mapping[str, Any] | None = None,
     ) -> None:
-        self.mode: Mode = check_mode(mode)
-        if monitor is not None and (not isinstance(monitor, str) or not monitor):
-            raise TypeError(f"monitor must be a metric name (str), got {monitor!r}")
-        self.monitor = monitor
-        self.save_best = bool(save_best)
-        self.name = check_manager_name(name)
-        self._naming = Naming(self.name, check_pattern(filename))
-        self._trigger = choose_trigger(trigger, every_n_epochs, every_n_steps, min_interval_s)
-        rule = build_rule(
-            keep,
-            None if keep_last_n is None else check_count("keep_last_n", keep_last_n),
-            None if keep_best_k is None else check_count("keep_best_k", keep_best_k),
-            monitor,
-            self.mode,
+        options = Options.check(
+            name=name, every_n_epochs=every_n_epochs, every_n_steps=every_n_steps,
+            min_interval_s=min_interval_s, trigger=trigger, monitor=monitor, mode=mode,
+            save_best=save_best, keep_last_n=keep_last_n, keep_best_k=keep_best_k, keep=keep,
+            filename=filename, tracked_obj=tracked_obj, tracked_attrs=tracked_attrs,
+            async_save=async_save, handle_signals=handle_signals, read_only=read_only,
+            metadata=metadata,
         )
-        self._tracked = Tracked(tracked_obj, tracked_attrs)
-        self.metadata = dict(metadata or {})
-        _check_json("metadata", self.metadata)
-        self.read_only = bool(read_only)
-        if handle_signals and self.read_only:
-            raise ValueError("handle_signals=True saves on signals; a read_only manager cannot")
+        self.mode: Mode = options.mode
+        self.monitor = options.monitor
+        self.save_best = options.save_best
+        self.name = options.name
+        self.metadata = dict(options.metadata)
+        self.read_only = options.read_only
+        self._naming = naming = options.naming
+        self._tracked = Tracked(options.tracked_obj, options.tracked_attrs)
 
-        self._storage_options = storage_options
-        self._signer = Signer.from_env(key)
+        signer = Signer.from_env(key)
         self._storage = TrainingStorage(
-            Store(resolve_handler(location, handler, storage_options), self._signer,
-                  compress=compress)
+            Store(resolve_handler(location, handler, storage_options), signer, compress=compress)
         )
         self.location = self._storage.location
         self._lock = None if self.read_only else acquire(self._storage.handler, self.name)
         try:
-            self._catalogue = Catalogue(self._storage.records(self._naming.owns))
+            self._catalogue = Catalogue(self._storage.records(naming.owns))
         except BaseException:
             if self._lock is not None:
                 self._lock.release()
             raise
-        self._reader = CheckpointReader(
-            self._storage, self._naming, self._catalogue, monitor=monitor, mode=self.mode
-        )
-        self._committer = Committer(self._storage, self._catalogue, rule)
+        committer = Committer(self._storage, self._catalogue, options.rule)
         self._writer: Writer[SaveJob] = Writer(
-            self._committer.run, background=bool(async_save), where=self.location
+            committer.run, background=options.async_save, where=self.location
         )
         # A manager that is never closed still lets its saves finish and its lock go when it is
         # collected; the finalizer holds no reference to the manager itself.
         self._finalizer = weakref.finalize(self, release, self._writer, self._lock)
-        self._progress = Progress(monitor, self.mode)
-        self._jobs = JobMaker(
-            self._tracked, self._progress, self._naming, metadata=self.metadata,
+        self._reading = Reading(
+            self._storage, self._catalogue, self._writer, options, signer, storage_options
+        )
+        self._progress = Progress(self.monitor, self.mode)
+        jobs = JobMaker(
+            self._tracked, self._progress, naming, metadata=self.metadata,
             last_seq=self._catalogue.last_seq,
         )
-        self._requests = SaveRequests(self.location)
-        self._last_periodic: float | None = None
-        self._last_saved_at: tuple[int | None, int | None] | None = None
-        self._closed = False
-        self._signals = SignalWatch() if handle_signals else None
+        self._saver = Saver(
+            self._writer, jobs, self._catalogue, options, who=repr(self), location=self.location
+        )
         self._servers: list[ControlServer] = []
 
     def __repr__(self) -> str:
@@ -220,18 +204,12 @@ class CheckpointManager:
         information stored with this checkpoint only. Raises TypeError for metrics that are not
         real numbers, ValueError for a bad name.
         """
-        self._check_writable()
-        self._writer.raise_error()
+        self._saver.begin()
         file = self._naming.named(name) if name is not None else None
-        info = _check_json("info", dict(info or {}))
-        metrics = _checked(metrics)
-        self._progress.advance(epoch, step)
-        improved = self._progress.record(metrics, require_monitor=True, history=True)
+        info = check_json("info", dict(info or {}))
+        improved = self._progress.report(epoch, step, metrics)
         kind: NameKind = "step" if step is not None or self._progress.epoch is None else "epoch"
-        primary = (file, "named") if file else (self._rolling_name(kind), "rolling")
-        return self._submit(
-            "manual", objects, primary, best=improved and self.save_best, info=info
-        )
+        return self._saver.save(file, kind, objects, best=improved and self.save_best, info=info)
 
     def request_save(self, name: str | None = None, *, replace: bool = True) -> Future[str]:
         """Ask for a save at the next step or epoch boundary; safe to call from any thread.
@@ -241,13 +219,7 @@ class CheckpointManager:
         CheckpointExistsError, at once or, if it appears before the boundary, through the
         Future; nothing is overwritten. Raises ValueError/TypeError at once for a bad name.
         """
-        self._check_writable()
-        file = self._naming.named(name) if name is not None else None
-        if file is not None and not replace:
-            self._refuse_existing(file)
-        future = self._requests.add(file, replace=replace)
-        logger.info("save requested (%s) for the next boundary", file or "periodic name")
-        return future
+        return self._saver.request(name, replace=replace)
 
     def on_step_end(
         self,
@@ -264,13 +236,11 @@ class CheckpointManager:
         ``keep_best_k``), and feed best tracking; they are not added to the history. Returns
         the save's Future if one was started.
         """
-        self._check_writable()
-        self._writer.raise_error()
-        metrics = _checked(metrics)
-        self._progress.advance(epoch, step)
-        self._progress.count_step()
-        improved = self._progress.record(metrics, require_monitor=False, history=False)
-        return self._boundary("step", improved, objects)
+        self._saver.begin()
+        improved = self._progress.report(epoch, step, metrics, step_end=True)
+        return self._saver.boundary(
+            "step", objects, improved=improved, best=improved and self.save_best, now=monotonic()
+        )
 
     def on_epoch_end(
         self,
@@ -281,12 +251,11 @@ class CheckpointManager:
         **objects: Any,
     ) -> Future[str] | None:
         """Hook for the end of an epoch: records metrics, tracks the best, saves if triggered."""
-        self._check_writable()
-        self._writer.raise_error()
-        metrics = _checked(metrics)
-        self._progress.advance(epoch, step)
-        improved = self._progress.record(metrics, require_monitor=True, history=True)
-        return self._boundary("epoch", improved, objects)
+        self._saver.begin()
+        improved = self._progress.report(epoch, step, metrics)
+        return self._saver.boundary(
+            "epoch", objects, improved=improved, best=improved and self.save_best, now=monotonic()
+        )
 
     def on_train_end(
         self,
@@ -298,21 +267,9 @@ class CheckpointManager:
     ) -> Future[str] | None:
         """Hook for the end of training: saves the final state unless it is saved already, then
         waits for every pending write."""
-        self._check_writable()
-        self._writer.raise_error()
-        metrics = _checked(metrics)
-        self._progress.advance(epoch, step)
-        improved = self._progress.record(metrics, require_monitor=True, history=True)
-        requests = self._take_requests()
-        future = None
-        if improved or requests or self._last_saved_at != self._progress.position:
-            future = self._submit(
-                "end",
-                objects,
-                (self._rolling_name("epoch"), "rolling"),
-                best=improved and self.save_best,
-            )
-        self._settle(requests, future, objects, "end")
+        self._saver.begin()
+        improved = self._progress.report(epoch, step, metrics)
+        future = self._saver.train_end(objects, improved=improved, best=improved and self.save_best)
         self.wait()
         return future
 
@@ -324,28 +281,7 @@ class CheckpointManager:
         to ``exc`` (Python 3.11+). Returns the file name, or None if the emergency save failed
         (the failure is logged; it never replaces ``exc``).
         """
-        if self.read_only or self._closed:
-            return None
-        progress = self._progress
-        file = self._naming.emergency(progress.epoch, progress.step)
-        try:
-            self._writer.drain(raise_errors=False)
-            job = self._jobs.make(
-                "emergency", objects, (file, "emergency"), best=False, info={}, copy=False
-            )
-            self._writer.run_now(job)
-        except Exception:
-            logger.exception("emergency checkpoint %s in %s failed", file, self.location)
-            return None
-        latest = self._catalogue.latest()
-        message = (
-            f"checkpoint_flow: emergency state saved to {file} in {self.location}; "
-            f"the last clean checkpoint is {latest.file if latest else 'none'}"
-        )
-        logger.error(message)
-        if hasattr(exc, "add_note"):
-            exc.add_note(message)
-        return file
+        return self._saver.emergency(exc, objects)
 
     def __enter__(self) -> Self:
         return self
@@ -377,9 +313,7 @@ class CheckpointManager:
         run lock. Reading still works afterwards; saving raises."""
         for server in list(self._servers):
             server.stop()
-        if self._signals is not None:
-            self._signals.restore()
-        self._closed = True
+        self._saver.close()
         try:
             self._writer.drain(raise_errors=raise_errors)
         finally:
@@ -392,9 +326,7 @@ class CheckpointManager:
         """The newest checkpoint's file (what ``"latest"`` loads), or None before the first.
 
         Waits for a save in flight, so it names every save that returned."""
-        self._catch_up(raise_errors=False)
-        latest = self._catalogue.latest()
-        return None if latest is None else latest.file
+        return self._reading.latest()
 
     @property
     def best(self) -> float | None:
@@ -409,8 +341,7 @@ class CheckpointManager:
     def checkpoints(self) -> list[CheckpointInfo]:
         """This manager's committed checkpoints (copies and emergency saves included), in
         training order; waits for a save in flight."""
-        self._catch_up(raise_errors=False)
-        return self._catalogue.entries()
+        return self._reading.checkpoints()
 
     def checkpoint_info(self, file: str) -> CheckpointInfo | None:
         """What is recorded about one committed checkpoint of this manager (None for a file it
@@ -440,9 +371,7 @@ class CheckpointManager:
         the file and what to do), CheckpointSignatureError (checked before anything is
         unpickled), ValueError/TypeError for a selector that is none of these.
         """
-        self._catch_up(raise_errors=True)
-        parsed = selectors.parse(selector, epoch=epoch, step=step)
-        return self._reader_for(source).load(parsed)
+        return self._reading.load(selector, epoch=epoch, step=step, source=source)
 
     def restore(
         self,
@@ -464,19 +393,9 @@ class CheckpointManager:
         values = self._tracked.restore(loaded.objects, objects, loaded.file)
         restore_global_rng(loaded.rng)
         self._progress.restore(loaded.header, loaded.history)
-        self._last_saved_at = self._progress.position
+        self._saver.last_saved_at = self._progress.position
         logger.info("restored %s (epoch %s, step %s)", loaded.file, loaded.epoch, loaded.step)
-        return Restored(
-            file=loaded.file,
-            epoch=loaded.epoch,
-            step=loaded.step,
-            metrics=loaded.metrics,
-            best=loaded.best,
-            history=loaded.history,
-            metadata=loaded.metadata,
-            values=values,
-            info=loaded.info,
-        )
+        return Restored.of(loaded, values)
 
     def export(
         self,
@@ -507,147 +426,23 @@ class CheckpointManager:
         runs, ``control.json`` (``<name>.control.json``) at the location names it, so that
         ``checkpoint-flow ui`` finds it; :meth:`close` removes it.
         """
-        from .control import ControlServer
+        from .control import ControlServer, ControlTarget
 
-        server = ControlServer(self, host, port)
+        progress, reading, saver = self._progress, self._reading, self._saver
+        target = ControlTarget(
+            name=self.name,
+            location=self.location,
+            metadata=self.metadata,
+            position=lambda: progress.position,
+            checkpoints=reading.checkpoints,
+            latest=reading.latest,
+            checkpoint_info=self._catalogue.get,
+            request_save=lambda name: saver.request(name, replace=False),
+            owner=self,
+        )
+        # The manager owns its servers; each takes itself off the list once it stops.
+        server = ControlServer(target, host, port, on_stop=self._servers.remove)
         self._servers.append(server)
         if not self.read_only:
             server.register(self._storage, self._naming)
         return server
-
-    def _catch_up(self, *, raise_errors: bool) -> None:
-        """Make reads see every save that returned: wait for this manager's save in flight, or,
-        for a read-only manager, for those of this process and re-read the records."""
-        self._writer.drain(raise_errors=raise_errors)
-        if self.read_only:
-            flush_pending(self.location)
-            self._catalogue.reset(self._storage.records(self._naming.owns))
-
-    def _reader_for(self, source: Location | None) -> CheckpointReader:
-        if source is None:
-            return self._reader
-        handler = resolve_handler(source, None, self._storage_options)
-        flush_pending(handler.location)
-        return CheckpointReader(
-            TrainingStorage(Store(handler, self._signer)), self._naming, monitor=self.monitor,
-            mode=self.mode,
-        )
-
-    # ----------------------------------------------------------------- internals: saving
-
-    def _check_writable(self) -> None:
-        if self.read_only:
-            raise RuntimeError(
-                f"{self!r} was opened with read_only=True; open one without it to save"
-            )
-        if self._closed:
-            raise RuntimeError(f"{self!r} is closed; open a new manager to save again")
-
-    def _rolling_name(self, kind: NameKind) -> str:
-        return self._naming.rolling(kind, self._progress.epoch, self._progress.step)
-
-    def _boundary(
-        self, kind: BoundaryKind, improved: bool, objects: Mapping[str, Any]
-    ) -> Future[str] | None:
-        now = monotonic()
-        progress = self._progress
-        boundary = Boundary(
-            kind=kind,
-            epoch=progress.epoch,
-            step=progress.step,
-            metrics=progress.metrics,
-            improved=improved,
-            now=now,
-            last_save=self._last_periodic,
-            steps_reported=progress.steps_reported,
-        )
-        periodic = self._trigger(boundary)
-        requests = self._take_requests()
-        unnamed = any(r.file is None for r in requests)
-        best = improved and self.save_best
-        future = None
-        if periodic or unnamed or best:
-            reason = "periodic" if periodic else ("requested" if unnamed else "improved")
-            future = self._submit(reason, objects, (self._rolling_name(kind), "rolling"), best=best)
-            if periodic:
-                self._last_periodic = now
-        self._settle(requests, future, objects, "requested")
-        if self._signals is not None and self._signals.terminate:
-            self._exit_after_sigterm()
-        return future
-
-    def _take_requests(self) -> list[Request]:
-        signalled = self._signals is not None and self._signals.take_save_request()
-        return self._requests.take(signalled=signalled)
-
-    def _settle(
-        self,
-        requests: list[Request],
-        future: Future[str] | None,
-        objects: Mapping[str, Any],
-        reason: str,
-    ) -> None:
-        for request in requests:
-            file = request.file
-            if file is None:
-                if future is None:  # on_train_end found nothing new: the latest file is the answer
-                    request.future.set_result(self.latest or "")
-                else:
-                    chain(future, request.future)
-                continue
-            try:
-                if not request.replace:
-                    # A save of that name may have been committed since it was asked for.
-                    self._writer.drain(raise_errors=True)
-                    self._refuse_existing(file)
-                submitted = self._submit(reason, objects, (file, "named"), best=False)
-            except CheckpointExistsError as exc:  # this request fails alone; the loop goes on
-                request.future.set_exception(exc)
-                continue
-            except BaseException as exc:
-                request.future.set_exception(exc)
-                raise
-            chain(submitted, request.future)
-
-    def _refuse_existing(self, file: str) -> None:
-        if self._catalogue.get(file) is not None:
-            raise CheckpointExistsError(self.location, file)
-
-    def _submit(
-        self,
-        reason: str,
-        objects: Mapping[str, Any],
-        primary: tuple[str, str],
-        *,
-        best: bool,
-        info: Mapping[str, Any] | None = None,
-    ) -> Future[str]:
-        # One write in flight at most: waiting here bounds memory to one extra copy of the state
-        # and lets the staging buffers be reused.
-        self._writer.drain(raise_errors=True)
-        job = self._jobs.make(
-            reason, objects, primary, best=best, info=info or {}, copy=self.async_save
-        )
-        if primary[1] == "rolling":
-            self._last_saved_at = self._progress.position
-        return self._writer.submit(job)
-
-    def _exit_after_sigterm(self) -> None:
-        self.wait()
-        logger.warning("SIGTERM: saved %s in %s; exiting", self.latest, self.location)
-        if self._signals is not None:
-            self._signals.restore()
-        raise SystemExit(128 + signal.SIGTERM)
-
-
-def _checked(metrics: Mapping[str, Any] | None) -> dict[str, float] | None:
-    # Checked before anything changes, so a bad value leaves the manager as it was.
-    return None if metrics is None else check_metrics(metrics)
-
-
-def _check_json(what: str, value: dict[str, Any]) -> dict[str, Any]:
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"{what} must be JSON-serializable: {exc}") from exc
-    return value

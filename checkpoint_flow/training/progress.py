@@ -2,18 +2,16 @@
 
 The manager owns one :class:`Progress`; hooks advance it, saves copy it into the checkpoint's
 header, and a restore puts it back, so a resumed run counts and compares exactly as the
-interrupted one would have.
+interrupted one would have. The best value is kept by a :class:`~.metrics.MetricTracker`.
 """
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Mapping
 from typing import Any
 
-from .retention import Mode, better
-
-Position = tuple[int | None, int | None]
+from .metrics import MetricTracker, Position, check_metrics, checked
+from .retention import Mode
 
 
 def check_count(name: str, value: object) -> int:
@@ -24,46 +22,25 @@ def check_count(name: str, value: object) -> int:
     return value
 
 
-def check_metrics(metrics: object) -> dict[str, float]:
-    """Metric values as floats. Raises TypeError naming a value that is not a real number."""
-    if not isinstance(metrics, Mapping):
-        raise TypeError(f"metrics must be a mapping of name -> number, got {metrics!r}")
-    values: dict[str, float] = {}
-    for name, value in metrics.items():
-        if not isinstance(name, str):
-            raise TypeError(f"metric names must be str, got {name!r}")
-        values[name] = _real(name, value)
-    return values
-
-
-def _real(name: str, value: Any) -> float:
-    item = value
-    # A 0-d tensor or array (a loss straight from the loop) counts as the number it holds.
-    if not isinstance(value, numbers.Number) and getattr(value, "ndim", None) == 0:
-        item = value.item()
-    is_bool = isinstance(item, bool) or type(item).__name__ in ("bool_", "bool")
-    if is_bool or not isinstance(item, numbers.Real):
-        raise TypeError(
-            f"metric {name!r} must be a real number (int or float), got "
-            f"{type(value).__name__}: {value!r}; put text and flags in info= instead"
-        )
-    return float(item)
-
-
 class Progress:
     """The loop's counters and metrics; ``monitor``/``mode`` decide what "improved" means."""
 
     def __init__(self, monitor: str | None, mode: Mode) -> None:
-        self.monitor = monitor
-        self.mode = mode
+        self.tracker = MetricTracker(monitor, mode)
         self.epoch: int | None = None
         self.step: int | None = None
         self.steps_reported = 0
-        self.best: float | None = None
-        self.best_at: Position | None = None
         self.history: list[dict[str, Any]] = []
         self._metrics: dict[str, float] = {}
         self._metrics_at: Position | None = None
+
+    @property
+    def monitor(self) -> str | None:
+        return self.tracker.monitor
+
+    @property
+    def best(self) -> float | None:
+        return self.tracker.best
 
     @property
     def position(self) -> Position:
@@ -84,6 +61,26 @@ class Progress:
     def count_step(self) -> None:
         self.steps_reported += 1
 
+    def report(
+        self,
+        epoch: int | None,
+        step: int | None,
+        metrics: Mapping[str, Any] | None,
+        *,
+        step_end: bool = False,
+    ) -> bool:
+        """Take what a hook or save reports; return True if the monitored metric improved.
+
+        A step end counts the step, does not require the monitored metric and keeps its
+        metrics out of the history. Raises TypeError/ValueError for bad values; metrics are
+        checked before anything changes.
+        """
+        values = checked(metrics)
+        self.advance(epoch, step)
+        if step_end:
+            self.count_step()
+        return self.record(values, require_monitor=not step_end, history=not step_end)
+
     @property
     def metrics(self) -> dict[str, float]:
         """The metrics reported at the current position (empty if none were)."""
@@ -100,11 +97,8 @@ class Progress:
         if metrics is None:
             return False
         values = check_metrics(metrics)
-        if self.monitor is not None and self.monitor not in values and require_monitor:
-            raise ValueError(
-                f"monitor {self.monitor!r} is missing from metrics; they hold: "
-                f"{', '.join(sorted(values)) or 'nothing'}"
-            )
+        if require_monitor:
+            self.tracker.require(values)
         if self._metrics_at == self.position:
             values = {**self._metrics, **values}
         self._metrics, self._metrics_at = values, self.position
@@ -115,27 +109,18 @@ class Progress:
                 self.history[-1] = entry
             else:
                 self.history.append(entry)
-        if self.monitor is None or self.monitor not in values:
-            return False
-        if better(values[self.monitor], self.best, self.mode):
-            self.best, self.best_at = values[self.monitor], self.position
-            return True
-        return False
+        return self.tracker.update(values, self.position)
 
     def header(self) -> dict[str, Any]:
         """What a checkpoint's header records about progress."""
-        best = None
-        if self.best is not None:
-            epoch, step = self.best_at or (None, None)
-            best = {"value": self.best, "epoch": epoch, "step": step}
         return {
             "epoch": self.epoch,
             "step": self.step,
             "steps_reported": self.steps_reported,
             "metrics": self.metrics,
-            "best": best,
-            "monitor": self.monitor,
-            "mode": self.mode,
+            "best": self.tracker.header(),
+            "monitor": self.tracker.monitor,
+            "mode": self.tracker.mode,
         }
 
     def restore(self, header: Mapping[str, Any], history: list[dict[str, Any]]) -> None:
@@ -146,7 +131,5 @@ class Progress:
         self.steps_reported = int(header.get("steps_reported", self.step or 0))
         self._metrics = {str(k): float(v) for k, v in (header.get("metrics") or {}).items()}
         self._metrics_at = self.position
-        best = header.get("best")
-        self.best = None if best is None else float(best["value"])
-        self.best_at = None if best is None else (best.get("epoch"), best.get("step"))
+        self.tracker.restore(header.get("best"))
         self.history = [dict(h) for h in history]

@@ -75,6 +75,21 @@ class Restored:
     def __iter__(self) -> Iterator[Any]:
         return iter((self.epoch, self.step, self.metrics))
 
+    @classmethod
+    def of(cls, loaded: LoadedCheckpoint, values: dict[str, Any]) -> Restored:
+        """What restoring ``loaded`` put back, ``values`` being the restored objects."""
+        return cls(
+            file=loaded.file,
+            epoch=loaded.epoch,
+            step=loaded.step,
+            metrics=loaded.metrics,
+            best=loaded.best,
+            history=loaded.history,
+            metadata=loaded.metadata,
+            values=values,
+            info=loaded.info,
+        )
+
 
 class CheckpointReader:
     """The checkpoints of the manager ``naming`` describes, in ``storage``.

@@ -10,19 +10,25 @@ from typing import Any
 from .snapshot import StateKind, apply
 
 
-class Tracked:
-    """The tracked objects of one manager. Raises TypeError/ValueError for bad attributes."""
+def check_tracked(obj: object | None, attrs: Sequence[str]) -> tuple[str, ...]:
+    """The names of ``tracked_attrs``. Raises TypeError/ValueError for names ``obj`` lacks."""
+    if obj is None and attrs:
+        raise ValueError(f"tracked_attrs={list(attrs)!r} needs tracked_obj=")
+    if isinstance(attrs, str):
+        raise TypeError(f"tracked_attrs must be a sequence of names, got the str {attrs!r}")
+    for attr in attrs:
+        if not hasattr(obj, attr):
+            raise ValueError(f"tracked_obj {type(obj).__name__} has no attribute {attr!r}")
+    return tuple(attrs)
 
-    def __init__(self, obj: object | None, attrs: Sequence[str]) -> None:
-        if obj is None and attrs:
-            raise ValueError(f"tracked_attrs={list(attrs)!r} needs tracked_obj=")
-        if isinstance(attrs, str):
-            raise TypeError(f"tracked_attrs must be a sequence of names, got the str {attrs!r}")
-        for attr in attrs:
-            if not hasattr(obj, attr):
-                raise ValueError(f"tracked_obj {type(obj).__name__} has no attribute {attr!r}")
+
+class Tracked:
+    """The tracked objects of one manager: attributes ``attrs`` of ``obj`` (checked by
+    :func:`check_tracked`) and those registered with :meth:`track`."""
+
+    def __init__(self, obj: object | None, attrs: tuple[str, ...]) -> None:
         self._obj = obj
-        self._attrs = tuple(attrs)
+        self._attrs = attrs
         self._registered: dict[str, Any] = {}
 
     def track(self, objects: Mapping[str, Any]) -> None:
