@@ -69,6 +69,10 @@ LIST_ROUTES = ("/checkpoints", "/list_checkpoints")
 SAVE_FIELDS = ("name",)
 
 
+# How often the serving loop looks for a stop request: stop() returns within this.
+STOP_POLL_S = 0.05
+
+
 @dataclass(frozen=True)
 class ControlTarget:
     """What an endpoint serves: the manager's ``name``, ``location`` and ``metadata``, and
@@ -113,7 +117,8 @@ class ControlServer:
         self.host, self.port = str(bound_host), int(bound_port)
         self.url = f"http://{_url_host(self.host)}:{self.port}"
         self._thread = threading.Thread(
-            target=self._httpd.serve_forever, name="checkpoint-control", daemon=True
+            target=self._httpd.serve_forever, args=(STOP_POLL_S,), name="checkpoint-control",
+            daemon=True,
         )
         self._thread.start()
         self._stopped = False
