@@ -6,6 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+# Each benchmark runs as a script: slow set (CI runs it; -m 'not slow' skips it).
+pytestmark = pytest.mark.slow
+
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_storage.py"
 
 CASES = [

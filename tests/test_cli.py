@@ -21,6 +21,9 @@ from checkpoint_flow.demo import run_demo
 from checkpoint_flow.memo import global_api
 from tests.support.layout import state_entry
 
+# Each command runs as a real subprocess: slow set (CI runs it; -m 'not slow' skips it).
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -40,6 +40,9 @@ from typing import Any
 
 import pytest
 
+# Each example runs in a fresh interpreter: slow set (CI runs it; -m 'not slow' skips it).
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 RUNNER = Path(__file__).resolve().parent / "support" / "doc_runner.py"
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

@@ -23,6 +23,9 @@ from hypothesis import strategies as st
 
 from checkpoint_flow.identity import digest
 
+# Each run is a separate process: slow set (CI runs it; -m 'not slow' skips it).
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 CHILD = ROOT / "tests" / "support" / "identity_child.py"
 SEEDS = iter(range(1, 10_000))

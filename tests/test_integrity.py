@@ -72,6 +72,7 @@ def test_a_damaged_blob_is_rewritten_when_a_run_recomputes_it(tmp_path):
     assert CheckpointFlow(tmp_path).state_before("b")["a"] == list(range(400))
 
 
+@pytest.mark.slow  # a stress run of several seconds
 def test_collection_beside_memoized_calls_never_breaks_an_entry(tmp_path):
     cp = CheckpointFlow(tmp_path)
     cp.add_step(name="s")(lambda s, d: s.update(x=_payload(1)))
@@ -167,6 +168,7 @@ time.sleep(60)
 """
 
 
+@pytest.mark.slow  # a stress run of several seconds
 def test_a_live_holder_on_this_host_is_never_taken_over_even_when_its_record_expired(tmp_path):
     url = f"file://{tmp_path}/loc"
     env = dict(os.environ, PYTHONPATH=str(REPO))
@@ -267,6 +269,7 @@ print(done, flush=True)
 """
 
 
+@pytest.mark.slow  # a stress run of several seconds
 def test_collection_in_another_process_beside_memoized_calls_never_breaks_an_entry(tmp_path):
     cp = CheckpointFlow(tmp_path)
     cp.add_step(name="s")(lambda s, d: s.update(x=_payload(1)))

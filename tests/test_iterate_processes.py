@@ -18,6 +18,9 @@ import pytest
 from checkpoint_flow import CheckpointFlow
 from tests.support.layout import blob_file, blob_files
 
+# Each run is a separate process: slow set (CI runs it; -m 'not slow' skips it).
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 CHILD = ROOT / "tests" / "support" / "iterate_child.py"
 SEEDS = iter(range(101, 10_000))

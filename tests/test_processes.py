@@ -16,6 +16,9 @@ import pytest
 
 from checkpoint_flow import CheckpointFlow
 
+# Each run is a separate process, some killed: slow set (CI runs it; -m 'not slow' skips it).
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 
 STORY = textwrap.dedent(

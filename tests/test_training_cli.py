@@ -15,6 +15,9 @@ import pytest
 
 from checkpoint_flow import CheckpointManager
 
+# Each command runs as a real subprocess: slow set (CI runs it; -m 'not slow' skips it).
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

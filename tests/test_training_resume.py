@@ -19,6 +19,9 @@ import pytest
 
 from checkpoint_flow import CheckpointLockedError, CheckpointManager
 
+# Each run is a separate process, some killed: slow set (CI runs it; -m 'not slow' skips it).
+pytestmark = pytest.mark.slow
+
 CHILD = Path(__file__).with_name("training_child.py")
 ROOT = Path(__file__).resolve().parent.parent
 
