@@ -9,13 +9,12 @@ when the dashboard was started with ``--unpickle``.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from .. import memo
 from ..errors import StepNotFoundError
 from ..flow import CheckpointFlow
-from ..flow_record import FlowRecord
 from ..httpguard import HttpError
 from .locations import Site
 
@@ -34,14 +33,11 @@ def view(site: Site) -> dict[str, Any] | None:
         entries = _memo_entries(site)
     if record is None and not entries:
         return None
-    names = [s.name for s in status.steps]
-    marks = last_run_marks(names, record)
-    steps = []
-    for s, mark in zip(status.steps, marks, strict=True):
-        steps.append(
-            {**dataclasses.asdict(s), "in_last_run": mark,
-             "has_after": record is not None and record.step(s.name).after is not None}
-        )
+    steps = [
+        {**dataclasses.asdict(s),
+         "has_after": record is not None and record.step(s.name).after is not None}
+        for s in status.steps
+    ]
     runs = record.runs() if record is not None else []
     return {
         "resume_at": status.resume_at,
@@ -51,29 +47,6 @@ def view(site: Site) -> dict[str, Any] | None:
         "runs": [r.to_json() for r in runs],
         "memo": [dataclasses.asdict(e) for e in entries],
     }
-
-
-def last_run_marks(names: Sequence[str], record: FlowRecord | None) -> list[str | None]:
-    """What the newest run did with each step: ``ran``, ``resumed`` (it started there from the
-    saved state), ``skipped`` (done in an earlier run, before where it started), or None (it
-    did not reach the step)."""
-    if record is None:
-        return [None] * len(names)
-    run = record.run
-    first = run.first_step
-    started = run.started_at
-    start = names.index(first) if first in names else None
-    marks: list[str | None] = []
-    for i, name in enumerate(names):
-        entry = record.step(name)
-        ran_at = entry.ran_at
-        mark = None
-        if started is not None and ran_at is not None and ran_at >= started:
-            mark = "resumed" if name == first and start not in (None, 0) else "ran"
-        elif start is not None and i < start and entry.status == "done":
-            mark = "skipped"
-        marks.append(mark)
-    return marks
 
 
 def state(site: Site, step: str, when: str, *, unpickle: bool) -> dict[str, Any]:
