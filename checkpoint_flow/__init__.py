@@ -20,6 +20,7 @@ from .errors import (
 )
 from .fanout import MapStep
 from .flow import CheckpointFlow
+from .flow_record import RunInfo, StepEntry
 from .flow_retention import FlowRetention, KeepLastRecords, KeepLatestRun, RecordSummary
 from .memo import apply_checkpoint, del_checkpoint, set_checkpoint_dir, set_checkpoint_file
 from .policies import (
@@ -102,10 +103,12 @@ __all__ = [
     "LocalHandler",
     "MapStep",
     "Retry",
+    "RunInfo",
     "RunSummary",
     "StateHandler",
     "Step",
     "StepContext",
+    "StepEntry",
     "StepNotFoundError",
     "StepStatus",
     "UndigestableValueError",

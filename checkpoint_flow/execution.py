@@ -14,12 +14,12 @@ import logging
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from . import reuse
 from .errors import CheckpointCorruptError, CheckpointFlowWarning
-from .flow_record import FlowRecord
+from .flow_record import FlowRecord, StepEntry
 from .flow_retention import FlowRetention
 from .policies import LoadPolicy, StepLoad
 from .run_recorder import RunRecorder
@@ -72,9 +72,7 @@ class Execution:
         self.options = options
         # The step table as the run found it: reuse decisions look at this, never at what the
         # run itself has recorded since.
-        self.recorded: Mapping[str, Mapping[str, Any]] = (
-            record.steps if record is not None else {}
-        )
+        self.recorded: Mapping[str, StepEntry] = record.steps if record is not None else {}
         self.recorder = RunRecorder(store, self.names, record, retention)
         self.start = 0
         # The load policy's "first step": the start, or the first step run after reused ones.
@@ -90,9 +88,11 @@ class Execution:
         last = self.options.until if self.options.until is not None else len(steps) - 1
         first = steps[start].name
         recorder = self.recorder
-        recorder.run_info.update(first_step=first, resumed=snapshot is not None, skipped=start)
+        recorder.run_info = replace(
+            recorder.run_info, first_step=first, resumed=snapshot is not None, skipped=start
+        )
         if snapshot is None:
-            previous = recorder.infos.get(first, {}).get("before")
+            previous = recorder.entry(first).before
             base = self.store.snapshot(previous) if previous is not None else None
             # A run that reuses builds on the tree the first step last received, so an unchanged
             # initial state is that very snapshot; otherwise a tree of its own lets old records go.
@@ -100,10 +100,10 @@ class Execution:
                 state, base, what=lambda key: f"initial_state[{key!r}]",
                 fresh=not self.options.reuse, remedy=_INITIAL_REMEDY,
             )
-            recorder.run_info["initial"] = snapshot.ref
+            recorder.run_info = replace(recorder.run_info, initial=snapshot.ref)
             recorder.unwritten = snapshot.bytes_written
         elif recorder.resumed_run is not None:
-            recorder.run_info["initial"] = recorder.resumed_run.get("initial")
+            recorder.run_info = replace(recorder.run_info, initial=recorder.resumed_run.initial)
         for name in self.names[:start]:
             logger.info("step %r skipped (done in an earlier run)", name)
         tracked = TrackedState(state)
@@ -120,9 +120,8 @@ class Execution:
         finally:
             progress.close()
         following = steps[last + 1].name if last + 1 < len(steps) else None
-        recorder.run_info.update(
-            ended_at=time.time(), outcome="stopped" if following else "succeeded"
-        )
+        ended = "stopped" if following else "succeeded"
+        recorder.run_info = replace(recorder.run_info, ended_at=time.time(), outcome=ended)
         recorder.commit(resume=following, state=snapshot.ref, written=recorder.take_unwritten())
         if following is not None:
             logger.info(
@@ -153,9 +152,9 @@ class Execution:
                 return (*reused, "reused")
             why = "its recorded output is damaged; running it writes it anew"
         recorder = self.recorder
-        info = recorder.infos.get(step.name, {})
-        if recorder.needs_commit or info.get("before") != snapshot.ref:
-            recorder.set_info(step.name, dict(info, before=snapshot.ref))
+        entry = recorder.entry(step.name)
+        if recorder.needs_commit or entry.before != snapshot.ref:
+            recorder.set_entry(step.name, replace(entry, before=snapshot.ref))
             recorder.commit(
                 resume=step.name, state=snapshot.ref, written=recorder.take_unwritten()
             )
@@ -166,18 +165,17 @@ class Execution:
         """Whether ``step`` is reused (None when the run does not reuse)."""
         if not self.options.reuse:
             return None
-        info = self.recorded.get(step.name)
+        entry = self.recorded.get(step.name)
         recorded = None
-        if info is not None:
+        if entry is not None:
             recorded = reuse.RecordedExecution(
-                fingerprint=info.get("fingerprint"), status=info.get("status"),
-                ran_at=info.get("ran_at"),
-                has_output=info.get("input") is not None and info.get("after") is not None,
+                fingerprint=entry.fingerprint, status=entry.status, ran_at=entry.ran_at,
+                has_output=entry.input is not None and entry.after is not None,
             )
         return reuse.decide(
             recorded, fingerprint=step.fingerprint, allowed=step.reuse,
             forced=index == self.options.forced,
-            same_input=lambda: self._same_input((info or {}).get("input"), snapshot),
+            same_input=lambda: self._same_input(entry.input if entry else None, snapshot),
         )
 
     def _same_input(self, ref: Any, snapshot: SaveResult) -> bool:
@@ -196,7 +194,7 @@ class Execution:
         """Take the recorded output of ``step``: load (and so verify) every value it changed.
         None when that output is damaged."""
         try:
-            after = self.store.snapshot(self.recorded[step.name]["after"])
+            after = self.store.snapshot(self.recorded[step.name].after)
             changed = reuse.changed_keys(snapshot.entries, after.entries)
             state = state.restore(after.entries, changed, self._loader(step.name, "after"))
         except CheckpointCorruptError as exc:
@@ -218,7 +216,7 @@ class Execution:
     ) -> tuple[TrackedState, SaveResult, set[str]]:
         step = self.steps[index]
         started = time.perf_counter()
-        info = dict(self.recorder.infos.get(step.name, {}))
+        entry = self.recorder.entry(step.name)
         kept_data = dict(data) if step.retry.retries else {}
         attempt = 1
         while True:
@@ -233,7 +231,7 @@ class Execution:
                 self.store.discard_pending()
                 if not step.retry.retries_after(exc, attempt):
                     where = f"step {step.name!r} ({index + 1}/{len(self.steps)})"
-                    self.recorder.step_failed(step, where, info, exc, started, before, attempt)
+                    self.recorder.step_failed(step, where, entry, exc, started, before, attempt)
                     raise
                 attempt += 1
                 delay = step.retry.delay_before(attempt)
@@ -248,7 +246,7 @@ class Execution:
                 time.sleep(delay)
         duration = time.perf_counter() - started
         following = self.steps[index + 1].name if index + 1 < len(self.steps) else None
-        written = self.recorder.step_done(step, info, following, before, saved, duration, attempt)
+        written = self.recorder.step_done(step, entry, following, before, saved, duration, attempt)
         context.committed()
         logger.info(
             "step %r ran in %.3f s, wrote %d bytes%s", step.name, duration, written,

@@ -19,7 +19,7 @@ from typing import Any
 from . import memo
 from .errors import CheckpointFlowError
 from .flow import CheckpointFlow
-from .flow_record import FlowRecord
+from .flow_record import FlowRecord, RunInfo
 from .status import format_size
 from .storage.handlers import FsspecHandler, LocalHandler
 from .storage.namespaces import Namespace
@@ -184,14 +184,13 @@ def cmd_ls(args: argparse.Namespace) -> int:
         )
     else:
         print("no flow run recorded")
-    run = status.last_run
-    if run:
-        outcome = run.get("outcome")
-        if run.get("failed_step"):
-            outcome = f"{outcome} at step {run['failed_step']}"
+    if status.last_run:
+        run = RunInfo.from_json(status.last_run)
+        outcome = run.outcome
+        if run.failed_step:
+            outcome = f"{outcome} at step {run.failed_step}"
         print(
-            f"last run: started {_when(run.get('started_at'))}, ended "
-            f"{_when(run.get('ended_at'))}, {outcome}"
+            f"last run: started {_when(run.started_at)}, ended {_when(run.ended_at)}, {outcome}"
         )
     print()
     if entries:
@@ -207,18 +206,17 @@ def cmd_show(args: argparse.Namespace) -> int:
     flow = open_flow(args)
     record = _require_record(flow)
     names = record.order
-    steps = record.steps
     if args.step is not None:
         index = CheckpointFlow._index_of(_step_ref(args.step, names), names, option="--step")
         chosen = names[index]
         step: str | None = chosen
-        ref = steps.get(chosen, {}).get("before")
+        ref = record.step(chosen).before
         if ref is None:
             raise CheckpointFlowError(f"step {step!r} has never run at {flow.location}; no state")
         label = f"state before step {step!r}"
     elif record.resume:
         step = record.resume
-        ref = steps.get(step, {}).get("before") or record.state
+        ref = record.step(step).before or record.state
         label = f"state before step {step!r}, where the next run starts"
     else:
         step = None
@@ -287,7 +285,7 @@ def cmd_rewind(args: argparse.Namespace) -> int:
     names = record.order
     name = names[CheckpointFlow._index_of(_step_ref(args.step, names), names, option="STEP")]
     flow.rewind(name)
-    ran_at = record.steps.get(name, {}).get("ran_at")
+    ran_at = record.step(name).ran_at
     if args.json:
         print_json(
             {"location": flow.location, "resume_at": name, "position": names.index(name),

@@ -168,7 +168,6 @@ class FlowCore:
         self._steps.append(step)
         return step
 
-
     def remove_step(self, name: str) -> None:
         """Forget a registered step."""
         self._steps.pop(self._index_of(name, self.step_names, option="name"))
@@ -281,14 +280,14 @@ class FlowCore:
     def runs(self) -> list[RunSummary]:
         """The runs kept at the location (at most 51), oldest first, ending with the newest."""
         record = self.record()
-        return [RunSummary.from_dict(run) for run in record.runs()] if record is not None else []
+        return record.runs() if record is not None else []
 
     def state_before(self, step: CheckpointRef) -> dict[str, Any]:
         """The saved state ``step`` received the last time it ran."""
         record = self.record()
         names = self.step_names or (record.order if record is not None else [])
         name = names[self._index_of(step, names, option="step")]
-        before = record.steps.get(name, {}).get("before") if record is not None else None
+        before = record.step(name).before if record is not None else None
         if before is None:
             raise ValueError(f"step {name!r} has never run at {self.location}; no snapshot")
         return load_snapshot(self.store, before, name)[0]
@@ -298,7 +297,7 @@ class FlowCore:
         record = self.record()
         names = self.step_names or (record.order if record is not None else [])
         name = names[self._index_of(step, names, option="step")]
-        after = record.steps.get(name, {}).get("after") if record is not None else None
+        after = record.step(name).after if record is not None else None
         if after is None:
             raise ValueError(
                 f"step {name!r} has never finished at {self.location}; no saved output"
@@ -321,10 +320,11 @@ class FlowCore:
         index = self._index_of(step, names, option="step")
         target = self._steps[index]
         record = self.record()
-        infos = record.steps if record is not None else {}
-        ref, source = infos.get(target.name, {}).get("before"), target.name
-        if ref is None and index > 0:
-            ref, source = infos.get(names[index - 1], {}).get("after"), names[index - 1]
+        ref, source = None, target.name
+        if record is not None:
+            ref = record.step(target.name).before
+            if ref is None and index > 0:
+                ref, source = record.step(names[index - 1]).after, names[index - 1]
         if ref is None:
             raise ValueError(
                 f"step {target.name!r} has no saved input at {self.location}: it never ran, "
@@ -356,7 +356,7 @@ class FlowCore:
         def rewound(record: FlowRecord) -> dict[str, Any]:
             names = self.step_names or record.order
             name = names[self._index_of(step, names, option="step")]
-            before = record.steps.get(name, {}).get("before")
+            before = record.step(name).before
             if before is None:
                 raise ValueError(f"cannot rewind to step {name!r}: it has never run")
             return {**record.body, "resume": name, "state": before}
@@ -379,7 +379,7 @@ class FlowCore:
             if record is None:
                 logger.info("%s: nothing recorded at %s yet", what, self.location)
                 return
-            self.store.commit(change(record), tag=record.run.get("id", "amend"))
+            self.store.commit(change(record), tag=record.run.id or "amend")
             logger.info("%s at %s", what, self.location)
 
     @staticmethod

@@ -1,8 +1,8 @@
 """What one run writes at the location: the step table, the run's summary and the commits.
 
 An ``Execution`` decides what happens to each step; its ``RunRecorder`` keeps what the records
-say about that (each step's info, the run summary, the bytes written) and commits a record
-whenever the run needs one.
+say about that (each step's ``StepEntry``, the run's ``RunInfo``, the bytes written) and commits
+a record whenever the run needs one.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ import socket
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
-from .flow_record import FlowRecord
+from .flow_record import FlowRecord, RunInfo, StepEntry
 from .flow_retention import FlowRetention, over_record_names
 from .runs import HISTORY_LIMIT
 from .steps import Step
@@ -42,36 +43,24 @@ class RunRecorder:
         self.location = store.location
         self.retention = retention
         self.steps_ref = record.body.get("steps") if record is not None else None
-        self.infos = dict(record.steps) if record is not None else {}
+        self.entries = dict(record.steps) if record is not None else {}
         registered = set(names)
-        gone = [name for name in self.infos if name not in registered]
+        gone = [name for name in self.entries if name not in registered]
         for name in gone:
-            del self.infos[name]
-        self.changed_infos: dict[str, Any] = {name: None for name in gone}
+            del self.entries[name]
+        # What the next commit changes in the step table; None removes a step's entry.
+        self.changed: dict[str, StepEntry | None] = {name: None for name in gone}
         history = list(record.history) if record is not None else []
         if record is not None:
-            history.append(record.run_summary())
-        self.history_ref = self.store.put_json(history[-HISTORY_LIMIT:])
+            history.append(record.run.summary())
+        self.history_ref = self.store.put_json([r.to_json() for r in history[-HISTORY_LIMIT:]])
         # Written anew by every run (once), so no record of an old run stays only for it.
         self.order_ref = self.store.put_json(list(names))
         self.resumed_run = record.run if record is not None and record.resume else None
-        self.run_info: dict[str, Any] = {
-            "id": uuid.uuid4().hex,
-            "started_at": time.time(),
-            "ended_at": None,
-            "outcome": "running",
-            "first_step": None,
-            "last_step": None,
-            "failed_step": None,
-            "executed": 0,
-            "reused": 0,
-            "skipped": 0,
-            "bytes_written": 0,
-            "resumed": False,
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "initial": None,
-        }
+        self.run_info = RunInfo(
+            id=uuid.uuid4().hex, started_at=time.time(), outcome="running",
+            host=socket.gethostname(), pid=os.getpid(),
+        )
         self.record_size = 0
         self.written = 0  # bytes this run's commits wrote so far
         self.unwritten = 0  # blob bytes written for the next commit
@@ -80,24 +69,28 @@ class RunRecorder:
 
     @property
     def run_id(self) -> str:
-        return str(self.run_info["id"])
+        return self.run_info.id
 
-    def set_info(self, name: str, info: dict[str, Any]) -> None:
-        self.infos[name] = info
-        self.changed_infos[name] = info
+    def entry(self, name: str) -> StepEntry:
+        """What the step table holds for ``name`` now; an empty entry if nothing."""
+        return self.entries.get(name, StepEntry())
+
+    def set_entry(self, name: str, entry: StepEntry) -> None:
+        self.entries[name] = entry
+        self.changed[name] = entry
 
     def take_unwritten(self) -> int:
         written, self.unwritten = self.unwritten, 0
         return written
 
     def step_reused(self, name: str) -> None:
-        self.run_info.update(reused=self.run_info["reused"] + 1, last_step=name)
+        self.run_info = replace(self.run_info, reused=self.run_info.reused + 1, last_step=name)
         self.needs_commit = True
 
     def step_done(
         self,
         step: Step,
-        info: dict[str, Any],
+        entry: StepEntry,
         following: str | None,
         before: SaveResult,
         after: SaveResult,
@@ -105,24 +98,26 @@ class RunRecorder:
         attempts: int,
     ) -> int:
         """Commit a finished step and the state it left; returns the bytes this commit wrote."""
-        info.update(
-            fingerprint=step.fingerprint, status="done", duration_s=duration,
+        entry = replace(
+            entry, fingerprint=step.fingerprint, status="done", duration_s=duration,
             ran_at=time.time(), error=None, run=self.run_id, attempts=attempts,
             input=before.ref, after=after.ref,
         )
-        self.run_info.update(executed=self.run_info["executed"] + 1, last_step=step.name)
+        self.run_info = replace(
+            self.run_info, executed=self.run_info.executed + 1, last_step=step.name
+        )
         if following is not None:
-            self.set_info(following, dict(self.infos.get(following, {}), before=after.ref))
+            self.set_entry(following, replace(self.entry(following), before=after.ref))
         return self.commit(
             resume=following, state=after.ref, written=after.bytes_written,
-            step=(step.name, info),
+            step=(step.name, entry),
         )
 
     def step_failed(
         self,
         step: Step,
         where: str,
-        info: dict[str, Any],
+        entry: StepEntry,
         exc: BaseException,
         started: float,
         before: SaveResult,
@@ -130,19 +125,19 @@ class RunRecorder:
     ) -> None:
         """Commit that ``step`` (``where`` names it for people) failed, so the next run resumes
         at it, and add a note saying so to ``exc``."""
-        info.update(
-            fingerprint=step.fingerprint, status="failed",
-            duration_s=time.perf_counter() - started, ran_at=time.time(),
-            error=f"{type(exc).__name__}: {exc}"[:500], run=self.run_id,
+        duration = time.perf_counter() - started
+        entry = replace(
+            entry, fingerprint=step.fingerprint, status="failed", duration_s=duration,
+            ran_at=time.time(), error=f"{type(exc).__name__}: {exc}"[:500], run=self.run_id,
             attempts=attempts,
         )
-        self.run_info.update(
-            ended_at=time.time(), outcome="failed", failed_step=step.name, last_step=step.name,
-            executed=self.run_info["executed"] + 1,
+        self.run_info = replace(
+            self.run_info, ended_at=time.time(), outcome="failed", failed_step=step.name,
+            last_step=step.name, executed=self.run_info.executed + 1,
         )
         tries = f" on each of {attempts} attempts" if attempts > 1 else ""
         try:
-            self.commit(resume=step.name, state=before.ref, written=0, step=(step.name, info))
+            self.commit(resume=step.name, state=before.ref, written=0, step=(step.name, entry))
         except Exception as commit_exc:  # noqa: BLE001  the user's exception matters more
             logger.error("could not record the failure of %s: %s", where, commit_exc)
         _add_note(
@@ -151,8 +146,8 @@ class RunRecorder:
             f"with the state saved before it at {self.location}",
         )
         logger.info(
-            "%s failed%s after %.3f s; the next run resumes at %r", where, tries,
-            info["duration_s"], step.name,
+            "%s failed%s after %.3f s; the next run resumes at %r", where, tries, duration,
+            step.name,
         )
 
     def commit(
@@ -161,21 +156,16 @@ class RunRecorder:
         resume: str | None,
         state: Any,
         written: int,
-        step: tuple[str, dict[str, Any]] | None = None,
+        step: tuple[str, StepEntry] | None = None,
     ) -> int:
-        """Commit a record; a step's info and the run's summary count the bytes written, this
+        """Commit a record; a step's entry and the run's summary count the bytes written, this
         record included. Returns the bytes this commit wrote."""
         tag = self.run_id
-        info = None
-        if step is not None:
-            name, info = step
-            self.infos[name] = info
-            self.changed_infos[name] = info
         # The record's size depends only on how many digits the numbers written inside it
         # have: start from the last record's size and settle it (usually in two rounds).
         size = self.record_size
         for _ in range(4):
-            self._count(info, written + size)
+            self._count(step, written + size)
             mark = self.store.pending_mark()
             body, steps_ref = self._body(resume, state)
             exact = self.store.sealed_size(body, tag=tag)
@@ -184,13 +174,13 @@ class RunRecorder:
             self.store.rewind_pending(mark)
             size = exact
         else:
-            self._count(info, written + size)
+            self._count(step, written + size)
             body, steps_ref = self._body(resume, state)
         _name, size = self.store.commit(body, tag=tag)
         self.record_size = size
         self.written += written + size
         self.steps_ref = steps_ref
-        self.changed_infos = {}
+        self.changed = {}
         self.needs_commit = False
         return written + size
 
@@ -204,18 +194,22 @@ class RunRecorder:
                 self.location, exc,
             )
 
-    def _count(self, info: dict[str, Any] | None, this_commit: int) -> None:
-        if info is not None:
-            info["bytes_written"] = this_commit
-        self.run_info["bytes_written"] = self.written + this_commit
+    def _count(self, step: tuple[str, StepEntry] | None, this_commit: int) -> None:
+        if step is not None:
+            name, entry = step
+            self.set_entry(name, replace(entry, bytes_written=this_commit))
+        self.run_info = replace(self.run_info, bytes_written=self.written + this_commit)
 
     def _body(self, resume: str | None, state: Any) -> tuple[dict[str, Any], Any]:
-        steps_ref = self.store.tree_update(
-            self.steps_ref, self.changed_infos, leaf_max=_STEP_TABLE_LEAF
-        )
+        # The one place the step table is written.
+        changes = {
+            name: None if entry is None else entry.to_json()
+            for name, entry in self.changed.items()
+        }
+        steps_ref = self.store.tree_update(self.steps_ref, changes, leaf_max=_STEP_TABLE_LEAF)
         return {
             "kind": "flow",
-            "run": self.run_info,
+            "run": self.run_info.to_json(),
             "resume": resume,
             "state": state,
             "order": self.order_ref,

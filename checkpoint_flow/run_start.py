@@ -43,12 +43,12 @@ def plan_start(
     """
     names = [s.name for s in steps]
     location = store.location
-    infos = record.steps if record is not None else {}
     if forced is not None:
         name = names[forced]
-        before = infos.get(name, {}).get("before")
+        received = {n: e.before for n, e in record.steps.items()} if record is not None else {}
+        before = received.get(name)
         if before is None:
-            ran = [n for n in names if infos.get(n, {}).get("before") is not None]
+            ran = [n for n in names if received.get(n) is not None]
             raise ValueError(
                 f"checkpoint={checkpoint!r} names step {name!r}, which has never run at "
                 f"{location}; steps with a saved snapshot: {', '.join(ran) or 'none'}"
@@ -81,7 +81,8 @@ def plan_start(
     snapshot = None
     if start.snapshot is not None:
         step, which = start.snapshot
-        snapshot = infos[step][which]
+        entry = record.steps[step]
+        snapshot = entry.before if which == "before" else entry.after
     if snapshot is None:
         logger.info("step %r has no saved input; starting from the beginning", name)
         return 0, initial_state, None
@@ -105,10 +106,10 @@ def _start_point(
     """The record as plain data for ``resume.start_point``, which decides."""
     recorded = {
         name: resume.RecordedStep(
-            fingerprint=info.get("fingerprint"), status=info.get("status"),
-            has_before=info.get("before") is not None, has_after=info.get("after") is not None,
+            fingerprint=entry.fingerprint, status=entry.status,
+            has_before=entry.before is not None, has_after=entry.after is not None,
         )
-        for name, info in record.steps.items()
+        for name, entry in record.steps.items()
     }
     return resume.start_point(
         record.order, recorded, [(s.name, s.fingerprint) for s in steps],
@@ -119,7 +120,7 @@ def _start_point(
 def _log_initial_state_difference(
     store: Store, record: FlowRecord, initial_state: Mapping[str, Any]
 ) -> None:
-    recorded_ref = record.run.get("initial")
+    recorded_ref = record.run.initial
     if recorded_ref is None:
         return
     recorded = {k: e["digest"] for k, e in store.tree_items(recorded_ref)}

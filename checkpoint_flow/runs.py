@@ -10,11 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
+
+from .errors import CheckpointCorruptError
 
 HISTORY_LIMIT = 50
 
 Outcome = Literal["running", "failed", "succeeded", "stopped"]
+
+_Summary = TypeVar("_Summary", bound="RunSummary")
 
 
 @dataclass(frozen=True)
@@ -46,11 +50,24 @@ class RunSummary:
     pid: int | None = None
 
     @classmethod
-    def from_dict(cls, run: Mapping[str, Any]) -> RunSummary:
+    def from_dict(cls: type[_Summary], run: Mapping[str, Any]) -> _Summary:
         """A summary from a record's ``run`` (fields it lacks take their defaults)."""
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in run.items() if k in known and v is not None}
         return cls(**{"id": "", **values})
+
+    @classmethod
+    def from_json(cls: type[_Summary], run: object) -> _Summary:
+        """``from_dict`` of a stored run; raises CheckpointCorruptError when it is not a JSON
+        object."""
+        if not isinstance(run, Mapping):
+            raise CheckpointCorruptError("a recorded run", f"is {run!r}, not a JSON object")
+        return cls.from_dict(run)
+
+    def to_json(self) -> dict[str, Any]:
+        """The run as records store it: every field, None included, in the (sorted) order of
+        canonical JSON."""
+        return {name: getattr(self, name) for name in sorted(f.name for f in fields(self))}
 
 
 SUMMARY_FIELDS = tuple(f.name for f in fields(RunSummary))

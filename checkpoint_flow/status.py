@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .flow_record import FlowRecord
+from .flow_record import FlowRecord, StepEntry
 from .reuse import when
 
 InLastRun = Literal["ran", "resumed", "reused", "skipped"]
@@ -90,50 +90,50 @@ class FlowStatus:
 
 def flow_status(location: str, names: Sequence[str], record: FlowRecord | None) -> FlowStatus:
     """The status of the steps ``names`` (the recorded order when empty) from ``record``."""
-    recorded = record.steps if record is not None else {}
     names = list(names) or (record.order if record is not None else [])
-    run = record.run if record is not None else {}
-    marks = _marks(names, recorded, run)
+    marks = _marks(names, record)
     steps = []
     for i, name in enumerate(names):
-        info = recorded.get(name, {})
+        entry = record.step(name) if record is not None else StepEntry()
         steps.append(
             StepStatus(
                 name=name,
                 position=i,
-                status=info.get("status", "pending"),
-                duration_s=info.get("duration_s"),
-                bytes_written=info.get("bytes_written"),
-                ran_at=info.get("ran_at"),
-                error=info.get("error"),
-                has_snapshot=info.get("before") is not None,
+                status=entry.status or "pending",
+                duration_s=entry.duration_s,
+                bytes_written=entry.bytes_written,
+                ran_at=entry.ran_at,
+                error=entry.error,
+                has_snapshot=entry.before is not None,
                 in_last_run=marks[i],
-                attempts=info.get("attempts"),
+                attempts=entry.attempts,
             )
         )
     return FlowStatus(
         location, tuple(steps), record.resume if record is not None else None,
-        record.run if record is not None else None,
+        record.run.to_json() if record is not None else None,
     )
 
 
-def _marks(
-    names: Sequence[str], recorded: Mapping[str, Mapping[str, Any]], run: Mapping[str, Any]
-) -> list[InLastRun | None]:
-    run_id = run.get("id")
-    first, last = run.get("first_step"), run.get("last_step")
+def _marks(names: Sequence[str], record: FlowRecord | None) -> list[InLastRun | None]:
+    """What the run that wrote ``record`` did with each of the steps ``names`` (None: it did not
+    reach the step)."""
+    if record is None:
+        return [None] * len(names)
+    run = record.run
+    first, last = run.first_step, run.last_step
     start = names.index(first) if first in names else None
     reached = names.index(last) if last in names else None
     marks: list[InLastRun | None] = []
     for i, name in enumerate(names):
-        info = recorded.get(name, {})
+        entry = record.step(name)
         mark: InLastRun | None = None
-        if run_id is not None and info.get("run") == run_id:
-            mark = "resumed" if name == first and run.get("resumed") else "ran"
+        if run.id and entry.run == run.id:
+            mark = "resumed" if name == first and run.resumed else "ran"
         elif start is not None and i < start:
             mark = "skipped"
         elif (start is not None and reached is not None and start <= i <= reached
-              and info.get("status") == "done"):
+              and entry.status == "done"):
             mark = "reused"
         marks.append(mark)
     return marks

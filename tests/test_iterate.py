@@ -131,7 +131,7 @@ def test_after_a_failure_reuse_resumes_and_then_reuses(tmp_path):
 def test_reuse_never_takes_a_damaged_output_and_the_rerun_heals_it(tmp_path):
     Pipeline(tmp_path).run()
     cp = CheckpointFlow(tmp_path)
-    entry = cp.store.snapshot(cp.record().steps["b"]["after"]).entries["b"]
+    entry = cp.store.snapshot(cp.record().steps["b"].after).entries["b"]
     path = blob_file(tmp_path, entry["blob"])
     path.write_bytes(path.read_bytes()[:-10])  # truncated
     p = Pipeline(tmp_path)

@@ -108,7 +108,7 @@ def test_damaged_recorded_output_is_never_reused_and_the_rerun_heals_it(tmp_path
     first = result(child(location, log))
     ran(log)
     cp = CheckpointFlow(location)
-    after = cp.store.snapshot(cp.record().steps["clean"]["after"])
+    after = cp.store.snapshot(cp.record().steps["clean"].after)
     blob = after.entries["clean"]["blob"]
     path = blob_file(location, blob)
     damaged = bytearray(path.read_bytes())

@@ -161,6 +161,34 @@ def test_a_resumed_run_marks_the_steps_it_skipped_and_where_it_resumed(tmp_path)
     assert [r["outcome"] for r in flow["runs"]] == ["failed", "succeeded"]
 
 
+def test_a_run_that_reuses_steps_marks_them_reused_as_the_status_does(tmp_path):
+    def flow(version: int) -> CheckpointFlow:
+        cp = CheckpointFlow(tmp_path)
+
+        @cp.add_step(name="prepare")
+        def prepare(state: dict, data: dict) -> None:
+            state["numbers"] = list(range(10))
+
+        @cp.add_step(name="fit")
+        def fit(state: dict, data: dict) -> None:
+            state["model"] = sum(state["numbers"]) + 0 * version  # new code, same output
+
+        @cp.add_step(name="report")
+        def report(state: dict, data: dict) -> None:
+            state["report"] = f"model {state['model']}"
+
+        return cp
+
+    flow(1).run({})
+    cp = flow(2)
+    cp.run({}, reuse=True)
+    with Dashboard([str(tmp_path)]) as dashboard:
+        steps = Client(dashboard).get("/api/locations/0")[1]["flow"]["steps"]
+    marks = [(s["name"], s["in_last_run"]) for s in steps]
+    assert marks == [("prepare", "reused"), ("fit", "ran"), ("report", "reused")]
+    assert marks == [(s.name, s.in_last_run) for s in cp.status().steps]
+
+
 def test_the_saved_state_is_a_table_of_keys_types_and_sizes_without_unpickling(flow_site):
     _location, _dashboard, client = flow_site
     status, state = client.get("/api/locations/0/flow/state?step=fit&when=before")

@@ -9,13 +9,12 @@ when the dashboard was started with ``--unpickle``.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from .. import memo
 from ..errors import StepNotFoundError
 from ..flow import CheckpointFlow
-from ..flow_record import FlowRecord
 from ..httpguard import HttpError
 from .locations import Site
 
@@ -34,47 +33,20 @@ def view(site: Site) -> dict[str, Any] | None:
         entries = _memo_entries(site)
     if record is None and not entries:
         return None
-    names = [s.name for s in status.steps]
-    marks = last_run_marks(names, record)
-    steps = []
-    for s, mark in zip(status.steps, marks, strict=True):
-        info = record.steps.get(s.name, {}) if record is not None else {}
-        steps.append(
-            {**dataclasses.asdict(s), "in_last_run": mark,
-             "has_after": info.get("after") is not None}
-        )
+    steps = [
+        {**dataclasses.asdict(s),
+         "has_after": record is not None and record.step(s.name).after is not None}
+        for s in status.steps
+    ]
     runs = record.runs() if record is not None else []
     return {
         "resume_at": status.resume_at,
         "last_run": dict(status.last_run or {}) or None,
-        "running": bool(runs) and runs[-1].get("outcome") == "running",
+        "running": bool(runs) and runs[-1].outcome == "running",
         "steps": steps,
-        "runs": runs,
+        "runs": [r.to_json() for r in runs],
         "memo": [dataclasses.asdict(e) for e in entries],
     }
-
-
-def last_run_marks(names: Sequence[str], record: FlowRecord | None) -> list[str | None]:
-    """What the newest run did with each step: ``ran``, ``resumed`` (it started there from the
-    saved state), ``skipped`` (done in an earlier run, before where it started), or None (it
-    did not reach the step)."""
-    if record is None:
-        return [None] * len(names)
-    run = record.run
-    first = run.get("first_step")
-    started = run.get("started_at")
-    start = names.index(first) if first in names else None
-    marks: list[str | None] = []
-    for i, name in enumerate(names):
-        info = record.steps.get(name, {})
-        ran_at = info.get("ran_at")
-        mark = None
-        if started is not None and ran_at is not None and ran_at >= started:
-            mark = "resumed" if name == first and start not in (None, 0) else "ran"
-        elif start is not None and i < start and info.get("status") == "done":
-            mark = "skipped"
-        marks.append(mark)
-    return marks
 
 
 def state(site: Site, step: str, when: str, *, unpickle: bool) -> dict[str, Any]:
@@ -90,7 +62,8 @@ def state(site: Site, step: str, when: str, *, unpickle: bool) -> dict[str, Any]
             raise HttpError(
                 404, f"no step {step!r} at {site.location}; steps: {', '.join(record.order)}"
             )
-        ref = record.steps.get(step, {}).get(when)
+        entry = record.step(step)
+        ref = entry.before if when == "before" else entry.after
         if ref is None:
             raise HttpError(404, f"step {step!r} has no saved state {when} it: it has not "
                             f"{'run' if when == 'before' else 'finished'} yet")
