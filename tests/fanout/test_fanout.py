@@ -19,7 +19,7 @@ import pytest
 from checkpoint_flow import CheckpointFlow, FanOutError, MapStep
 from checkpoint_flow.storage.namespaces import Namespace
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def ran(log: Path) -> list[str]:

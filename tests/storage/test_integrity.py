@@ -21,7 +21,7 @@ from checkpoint_flow import (
 )
 from tests.support.layout import blob_file, blob_files, state_entry
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _payload(i: int) -> bytes:

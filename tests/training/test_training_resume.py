@@ -23,7 +23,7 @@ from checkpoint_flow import CheckpointLockedError, CheckpointManager
 pytestmark = pytest.mark.slow
 
 CHILD = Path(__file__).with_name("training_child.py")
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _env() -> dict[str, str]:

@@ -26,7 +26,7 @@ from checkpoint_flow.identity import digest
 # Each run is a separate process: slow set (CI runs it; -m 'not slow' skips it).
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CHILD = ROOT / "tests" / "support" / "identity_child.py"
 SEEDS = iter(range(1, 10_000))
 

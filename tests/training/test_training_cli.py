@@ -18,7 +18,7 @@ from checkpoint_flow import CheckpointManager
 # Each command runs as a real subprocess: slow set (CI runs it; -m 'not slow' skips it).
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class Model:

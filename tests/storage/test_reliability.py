@@ -27,7 +27,7 @@ from tests.support.faulty_fs import FaultyFileSystem, disk_full
 from tests.support.kill_flow import INITIAL, STEP_NAMES, build, same_state
 from tests.support.layout import blob_file, state_entry
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 KILL_SCRIPT = REPO / "tests" / "support" / "kill_flow.py"
 # 200 trials in all by default; CHECKPOINT_FLOW_KILL_TRIALS scales both (e.g. 10 for a quick look).
 LOCAL_TRIALS = int(os.environ.get("CHECKPOINT_FLOW_KILL_TRIALS", "150"))

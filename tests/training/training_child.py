@@ -1,4 +1,4 @@
-"""Training programs run as real subprocesses by tests/test_training_resume.py.
+"""Training programs run as real subprocesses by tests/training/test_training_resume.py.
 
 ``numpy``/``torch``: a small deterministic epoch loop that resumes from the latest checkpoint if
 there is one, draws from every RNG the manager restores (data shuffling, dropout, Python

@@ -28,7 +28,7 @@ from checkpoint_flow.storage.locks import (
     run_lock,
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # A holder in its own process: takes the lock, says so, then waits until killed.
 HOLDER_SCRIPT = """
