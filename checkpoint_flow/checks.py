@@ -15,12 +15,13 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def count(name: str, value: object, *, minimum: int = 0) -> int:
-    """An int ``>= minimum`` (bools are refused: ``True`` is not a count)."""
+def count(name: str, value: object, *, minimum: int = 0, alternative: str = "") -> int:
+    """An int ``>= minimum`` (bools are refused: ``True`` is not a count). ``alternative``
+    names what else the caller accepts (" or None for no limit") in the message."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int >= {minimum}, got {value!r}")
+        raise TypeError(f"{name} must be an int >= {minimum}{alternative}, got {value!r}")
     if value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+        raise ValueError(f"{name} must be an int >= {minimum}{alternative}, got {value!r}")
     return value
 
 
@@ -33,16 +34,16 @@ def number(name: str, value: object, *, minimum: float = 0.0) -> float:
     return float(value)
 
 
-def seconds(name: str, value: object, *, minimum: float = 0.0) -> float:
-    """A finite number of seconds ``>= minimum``, given as a number or a ``timedelta``."""
+def seconds(name: str, value: object, *, positive: bool = False) -> float:
+    """A finite number of seconds ``>= 0`` (``> 0`` when ``positive``), given as a number or a
+    ``timedelta``."""
     if isinstance(value, timedelta):
         value = value.total_seconds()
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number of seconds or a timedelta, got {value!r}")
-    if not math.isfinite(value) or value < minimum:
-        raise ValueError(
-            f"{name} must be a finite number of seconds >= {minimum:g}, got {value!r}"
-        )
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        bound = "> 0" if positive else ">= 0"
+        raise ValueError(f"{name} must be a finite number of seconds {bound}, got {value!r}")
     return float(value)
 
 

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, Literal, overload
 
+from . import checks
 from .errors import StepNotFoundError
 from .execution import CORRUPT_REMEDY, Execution, RunOptions, load_data, value_where
 from .flow_record import FlowRecord
@@ -50,23 +51,18 @@ class FlowCore:
         key: bytes | str | None = None,
         on_code_change: Literal["restart", "ignore"] = "restart",
         retention: RetentionArg | None = None,
-        lock_ttl_s: float = 60.0,
+        lock_ttl_s: float | timedelta = 60.0,
         compress: Literal["zstd"] | None = None,
         reuse: bool = False,
     ) -> None:
-        if on_code_change not in _CODE_CHANGE_CHOICES:
-            raise ValueError(
-                f"on_code_change={on_code_change!r} is not valid; choose one of "
-                f"{', '.join(map(repr, _CODE_CHANGE_CHOICES))}"
-            )
-        if not isinstance(lock_ttl_s, (int, float)) or lock_ttl_s <= 0:
-            raise ValueError(f"lock_ttl_s must be a positive number, got {lock_ttl_s!r}")
-        _check_flag("reuse", reuse)
+        checks.choice("on_code_change", on_code_change, _CODE_CHANGE_CHOICES)
+        ttl_s = checks.seconds("lock_ttl_s", lock_ttl_s, positive=True)
+        checks.flag("reuse", reuse)
         self.handler = resolve_handler(location, handler, storage_options)
         self.store = Store(self.handler, Signer.from_env(key), compress=compress)
         self.on_code_change = on_code_change
         self.retention = KeepLatestRun() if retention is None else as_flow_retention(retention)
-        self.lock_ttl_s = float(lock_ttl_s)
+        self.lock_ttl_s = ttl_s
         self.reuse = reuse
         self._steps: list[Step] = []
         self._positions: dict[str, int] = {}  # step name -> index in _steps
@@ -223,11 +219,7 @@ class FlowCore:
                     f"initial_state keys must be str, got the key {key!r} "
                     f"({type(key).__name__}); state keys name variables"
                 )
-        if on_corrupt not in _CORRUPT_CHOICES:
-            raise ValueError(
-                f"on_corrupt={on_corrupt!r} is not valid; choose one of "
-                f"{', '.join(map(repr, _CORRUPT_CHOICES))}"
-            )
+        checks.choice("on_corrupt", on_corrupt, _CORRUPT_CHOICES)
         if not self._steps:
             raise ValueError("the flow has no steps; register some with @cp.add_step")
         policy = load_policy_from(load_policy, len(self._steps))
@@ -236,8 +228,8 @@ class FlowCore:
         forced = self._index_of(checkpoint, names) if checkpoint is not None else None
         last = self._index_of(until, names, option="until") if until is not None else None
         if reuse is not None:
-            _check_flag("reuse", reuse)
-        _check_flag("progress", progress)
+            checks.flag("reuse", reuse)
+        checks.flag("progress", progress)
         with run_lock(self.handler, ttl_s=self.lock_ttl_s) as lock:
             self.store.guard = lock.check
             try:
@@ -315,7 +307,7 @@ class FlowCore:
         its saver runs only with ``save=True``. Raises the step's own exception unchanged, and
         ValueError when no saved state fits.
         """
-        _check_flag("save", save)
+        checks.flag("save", save)
         names = self.step_names
         index = self._index_of(step, names, option="step")
         target = self._steps[index]
@@ -407,7 +399,3 @@ class FlowCore:
             return names.index(ref)
         raise StepNotFoundError(shown, listing)
 
-
-def _check_flag(name: str, value: object) -> None:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False, got {value!r}")

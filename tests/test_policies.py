@@ -196,3 +196,15 @@ def test_the_checks_accept_timedeltas_and_refuse_bools():
         checks.seconds("t", True)
     with pytest.raises(TypeError, match="flag must be True or False, got 1"):
         checks.flag("flag", 1)
+
+
+def test_the_flow_checks_its_arguments_with_the_shared_checks(tmp_path):
+    with pytest.raises(ValueError, match="on_code_change='rerun' is not valid; valid choices"):
+        CheckpointFlow(tmp_path, on_code_change="rerun")
+    with pytest.raises(ValueError, match="lock_ttl_s must be a finite number of seconds > 0"):
+        CheckpointFlow(tmp_path, lock_ttl_s=0)
+    assert CheckpointFlow(tmp_path, lock_ttl_s=timedelta(minutes=2)).lock_ttl_s == 120.0
+    cp = CheckpointFlow(tmp_path)
+    cp.add_step(name="a")(lambda s, d: None)
+    with pytest.raises(ValueError, match="on_corrupt='skip' is not valid; valid choices"):
+        cp.run({}, on_corrupt="skip")

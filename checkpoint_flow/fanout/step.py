@@ -9,6 +9,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, cast
 
+from .. import checks
 from ..identity import fingerprint
 from ..steps import Step, StepContext, StepFunction, step_name
 from .runner import FanOut
@@ -76,9 +77,11 @@ class MapStep(Step):
                 f"ProcessPoolExecutor, dask's Client.get_executor()...) or None, got {executor!r}"
             )
         if max_failures is not None:
-            _check_int("max_failures", max_failures, minimum=1, extra=" or None for no limit")
-        _check_int("retries", retries, minimum=0)
-        _check_int("commit_every", commit_every, minimum=1)
+            checks.count(
+                "max_failures", max_failures, minimum=1, alternative=" or None for no limit"
+            )
+        checks.count("retries", retries)
+        checks.count("commit_every", commit_every, minimum=1)
         if (
             isinstance(commit_interval_s, bool)
             or not isinstance(commit_interval_s, (int, float))
@@ -191,9 +194,3 @@ def _takes_second_argument(fn: Callable[..., Any]) -> bool:
     ]
     return len(positional) >= 2
 
-
-def _check_int(what: str, value: Any, *, minimum: int, extra: str = "") -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{what} must be an int >= {minimum}{extra}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{what} must be >= {minimum}{extra}, got {value!r}")

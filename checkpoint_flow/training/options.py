@@ -11,8 +11,8 @@ from datetime import timedelta
 from types import MappingProxyType
 from typing import Any
 
+from .. import checks
 from .naming import Naming, check_manager_name, check_pattern
-from .progress import check_count
 from .retention import KeepArg, Mode, RetentionRule, build_rule, check_mode
 from .tracking import check_tracked
 from .triggers import Trigger, TriggerLike, choose_trigger
@@ -72,8 +72,8 @@ class Options:
         chosen = choose_trigger(trigger, every_n_epochs, every_n_steps, min_interval_s)
         rule = build_rule(
             keep,
-            None if keep_last_n is None else check_count("keep_last_n", keep_last_n),
-            None if keep_best_k is None else check_count("keep_best_k", keep_best_k),
+            None if keep_last_n is None else checks.count("keep_last_n", keep_last_n),
+            None if keep_best_k is None else checks.count("keep_best_k", keep_best_k),
             monitor,
             mode,
         )

@@ -10,16 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from .. import checks
 from .metrics import MetricTracker, Position, check_metrics, checked
 from .retention import Mode
-
-
-def check_count(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int >= 0, got {type(value).__name__}: {value!r}")
-    if value < 0:
-        raise ValueError(f"{name} must be an int >= 0, got {value!r}")
-    return value
 
 
 class Progress:
@@ -50,9 +43,9 @@ class Progress:
         """Take the epoch and step a hook or save reports (None: unchanged). Raises on bad
         values before anything changes."""
         if epoch is not None:
-            check_count("epoch", epoch)
+            checks.count("epoch", epoch)
         if step is not None:
-            check_count("step", step)
+            checks.count("step", step)
         if epoch is not None:
             self.epoch = epoch
         if step is not None:
