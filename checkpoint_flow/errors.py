@@ -32,7 +32,7 @@ def _with_remedy(text: str, remedy: str) -> str:
 def _cause_text(cause: BaseException | str) -> str:
     if isinstance(cause, str):
         return cause
-    return str(cause) or type(cause).__name__
+    return f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__
 
 
 class CheckpointCorruptError(CheckpointFlowError):
@@ -131,7 +131,7 @@ class CheckpointReadError(CheckpointFlowError):
 
     def __init__(self, what: str, cause: BaseException | str, remedy: str = READ_REMEDY) -> None:
         self.what = what
-        self.cause = cause if isinstance(cause, str) else f"{type(cause).__name__}: {cause}"
+        self.cause = _cause_text(cause)
         self.remedy = remedy
         super().__init__(_with_remedy(f"could not read {what}: {self.cause}", remedy))
 
@@ -280,10 +280,10 @@ class UndigestableValueError(UnpicklableStateError):
         self.what = what
         self.where = where
         self.detail = detail
-        self.remedy = remedy
+        self.remedy = remedy.strip()
         at = f" at {where}" if where else ""
         CheckpointFlowError.__init__(
-            self, f"{what} cannot be digested stably{at}: {detail}{remedy}"
+            self, _with_remedy(f"{what} cannot be digested stably{at}: {detail}", remedy)
         )
 
 

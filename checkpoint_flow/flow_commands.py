@@ -255,7 +255,7 @@ def cmd_history(args: argparse.Namespace) -> int:
     _require_record(flow)
     runs = flow.runs()
     if args.json:
-        print_json([dataclasses.asdict(r) for r in runs])
+        print_json([r.to_json() for r in runs])
         return 0
     rows = [
         [

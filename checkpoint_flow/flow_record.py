@@ -7,7 +7,7 @@ is read and written: the run that wrote it (``RunInfo``), each step's entry in t
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 from .errors import CheckpointCorruptError
@@ -41,6 +41,8 @@ class StepEntry:
     before: Ref | None = None
     after: Ref | None = None
     input: Ref | None = None
+    # Keys this version does not know (written by a newer one), kept so a rewrite keeps them.
+    extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_json(cls, entry: object, step: str | None = None) -> StepEntry:
@@ -49,19 +51,21 @@ class StepEntry:
         if not isinstance(entry, Mapping):
             what = "a step table entry" if step is None else f"the step table entry of {step!r}"
             raise CheckpointCorruptError(what, f"is {entry!r}, not a JSON object")
-        return cls(**{name: entry.get(name) for name in _STEP_FIELDS})
+        extra = {k: v for k, v in entry.items() if k not in _STEP_FIELDS}
+        return cls(**{name: entry.get(name) for name in _STEP_FIELDS}, extra=extra)
 
     def to_json(self) -> dict[str, Any]:
         """The entry as the step table stores it."""
-        return {
+        own = {
             name: value
             for name in _STEP_FIELDS
             if (value := getattr(self, name)) is not None
             or (name == "error" and self.status is not None)
         }
+        return dict(sorted({**self.extra, **own}.items()))
 
 
-_STEP_FIELDS = tuple(sorted(f.name for f in fields(StepEntry)))  # canonical JSON's order
+_STEP_FIELDS = tuple(sorted(f.name for f in fields(StepEntry) if f.name != "extra"))
 _NO_ENTRY = StepEntry()
 
 
@@ -74,7 +78,9 @@ class RunInfo(RunSummary):
 
     def summary(self) -> RunSummary:
         """The run as run history keeps it: without ``initial``."""
-        return RunSummary(**{name: getattr(self, name) for name in SUMMARY_FIELDS})
+        return RunSummary(
+            **{name: getattr(self, name) for name in SUMMARY_FIELDS}, extra=self.extra
+        )
 
 
 def history_from_json(history: object) -> list[RunSummary]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import checks
-from .policy import FromFunction, KeepBoth, KeepEither, Policy, kept_set
+from .policy import FromFunction, KeepBoth, KeepEither, Policy, kept_set, refuse_other_family
 from .storage.store import RecordName
 
 __all__ = [
@@ -33,11 +33,23 @@ class RecordSummary:
     name: str
     run_id: str
 
+    # The 0.1 form, a dict (``r["seq"]``, ``r.get("run")["id"]``), kept so rules written
+    # against it still run.
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"seq": self.seq, "name": self.name, "run": {"id": self.run_id}}
+
     def __getitem__(self, key: str) -> Any:
-        """The 0.1 form (``r["seq"]``, ``r["name"]``, ``r["run"]["id"]``), kept so rules
-        written against it still run."""
-        legacy: dict[str, Any] = {"seq": self.seq, "name": self.name, "run": {"id": self.run_id}}
-        return legacy[key]
+        return self.as_dict()[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.as_dict()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.as_dict().get(key, default)
+
+    def keys(self) -> Iterable[str]:
+        return self.as_dict().keys()
 
 
 Records = Sequence[RecordSummary]
@@ -72,7 +84,7 @@ class FunctionRetention(FromFunction[Records, set[int]], FlowRetention):
     """A plain function ``(records) -> seqs to keep`` used as a rule."""
 
     def check(self, answer: Any) -> set[int]:
-        return kept_set(self.fn, answer)
+        return kept_set(self.fn, answer, int)
 
 
 RetentionArg = FlowRetention | Callable[[Records], Iterable[int]]
@@ -82,6 +94,7 @@ def as_flow_retention(value: RetentionArg) -> FlowRetention:
     """A rule from a rule or a plain callable ``(records) -> seqs``. Raises TypeError."""
     if isinstance(value, FlowRetention):
         return value
+    refuse_other_family(value, FlowRetention, "retention")
     if not callable(value):
         raise TypeError(
             f"retention must be callable as rule(records) -> seqs to keep (such as "

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from . import policy
-from .policy import FromFunction, Policy
+from .policy import FromFunction, Policy, refuse_other_family
 
 __all__ = [
     "LoadPolicy",
@@ -166,6 +166,7 @@ def as_load_policy(value: Any) -> LoadPolicy:
     """The policy a ``load_policy`` argument names. Raises ValueError/TypeError."""
     if isinstance(value, LoadPolicy):
         return value
+    refuse_other_family(value, LoadPolicy, "load_policy")
     if isinstance(value, str):
         if value not in NAMED:
             choices = ", ".join(map(repr, NAMED))

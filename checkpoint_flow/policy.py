@@ -70,6 +70,8 @@ class Combination(Policy[Subject, Verdict]):
     operator: ClassVar[str]
 
     def __init__(self, *parts: Policy[Subject, Verdict]) -> None:
+        if not parts:
+            raise ValueError(f"{type(self).__name__} needs at least one policy to combine")
         flat: list[Policy[Subject, Verdict]] = []
         for part in parts:
             if not isinstance(part, Policy):
@@ -159,11 +161,31 @@ class FromFunction(Policy[Subject, Verdict]):
         return f"{type(self).__name__}({self.fn!r})"
 
 
-def kept_set(fn: Callable[..., Any], answer: Any) -> set[Any]:
+def kept_set(fn: Callable[..., Any], answer: Any, kind: type) -> set[Any]:
     """The answer of a keeping function as a set; raises TypeError for anything but an
-    iterable of names (a bare string is one name spelled out, never what was meant)."""
-    if isinstance(answer, (str, bytes)) or not isinstance(answer, Iterable):
+    iterable of ``kind`` (a bare string is one name spelled out, never what was meant)."""
+    if (
+        isinstance(answer, (str, bytes))
+        or not isinstance(answer, Iterable)
+        or not all(isinstance(kept, kind) and not isinstance(kept, bool) for kept in answer)
+    ):
         raise TypeError(
-            f"retention callable {fn!r} must return an iterable of what to keep, got {answer!r}"
+            f"retention callable {fn!r} must return an iterable of what to keep (each a "
+            f"{kind.__name__}), got {answer!r}"
         )
     return set(answer)
+
+
+def refuse_other_family(value: Any, family: type, argument: str) -> None:
+    """Raise TypeError when ``value`` is a policy of another family: being callable, it would
+    otherwise be taken for a plain function and fail only when asked."""
+    if isinstance(value, Policy) and not isinstance(value, family):
+        roots = [
+            c for c in type(value).__mro__
+            if Policy in c.__bases__ and c not in (Combination, FromFunction)
+        ]
+        other = roots[0].__name__ if roots else type(value).__name__
+        raise TypeError(
+            f"{argument} takes a {family.__name__} (or a plain function), got {value!r}, "
+            f"which is a {other}"
+        )

@@ -9,7 +9,7 @@ record tells how far the newest run got, and each run keeps the summaries of the
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal, TypeVar
 
 from .errors import CheckpointCorruptError
@@ -48,13 +48,16 @@ class RunSummary:
     resumed: bool = False
     host: str | None = None
     pid: int | None = None
+    # Keys this version does not know (written by a newer one), kept so a rewrite keeps them.
+    extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_dict(cls: type[_Summary], run: Mapping[str, Any]) -> _Summary:
         """A summary from a record's ``run`` (fields it lacks take their defaults)."""
-        known = {f.name for f in fields(cls)}
+        known = _known(cls)
         values = {k: v for k, v in run.items() if k in known and v is not None}
-        return cls(**{"id": "", **values})
+        extra = {k: v for k, v in run.items() if k not in known}
+        return cls(**{"id": "", **values}, extra=extra)
 
     @classmethod
     def from_json(cls: type[_Summary], run: object) -> _Summary:
@@ -67,7 +70,12 @@ class RunSummary:
     def to_json(self) -> dict[str, Any]:
         """The run as records store it: every field, None included, in the (sorted) order of
         canonical JSON."""
-        return {name: getattr(self, name) for name in sorted(f.name for f in fields(self))}
+        own = {name: getattr(self, name) for name in _known(type(self))}
+        return dict(sorted({**self.extra, **own}.items()))
 
 
-SUMMARY_FIELDS = tuple(f.name for f in fields(RunSummary))
+def _known(cls: type[RunSummary]) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls) if f.name != "extra")
+
+
+SUMMARY_FIELDS = _known(RunSummary)

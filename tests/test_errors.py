@@ -81,7 +81,7 @@ def _example(kind: type[Exception]) -> Exception:
 def test_each_error_writes_its_sentence_from_its_fields() -> None:
     write = _example(errors.CheckpointWriteError)
     assert str(write) == (
-        "could not write record 5 to /tmp/run: [Errno 28] No space left on device. "
+        "could not write record 5 to /tmp/run: OSError: [Errno 28] No space left on device. "
         "The previous checkpoint is intact; fix the storage problem and rerun."
     )
     assert (write.location, write.what) == ("/tmp/run", "record 5")
@@ -122,3 +122,11 @@ def test_an_error_raised_in_a_worker_process_arrives_with_its_fields() -> None:
             future.result()
     assert (info.value.holder, info.value.expires_at) == ("pid 7 on host a", 5.0)
     assert isinstance(info.value, TimeoutError) and str(info.value).endswith("Wait.")
+
+
+def test_notes_added_on_the_way_cross_with_the_error() -> None:
+    error = errors.CheckpointWriteError("/tmp/run", "record 5", "disk full")
+    error.add_note("the next run resumes at step 'fit'")
+    copy = pickle.loads(pickle.dumps(error))
+    assert copy.__notes__ == ["the next run resumes at step 'fit'"]
+    assert (copy.location, copy.cause) == ("/tmp/run", "disk full")

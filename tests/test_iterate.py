@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -377,7 +376,7 @@ def test_runs_report_each_run_and_agree_with_the_cli(tmp_path):
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout) == [dataclasses.asdict(r) for r in runs]
+    assert json.loads(done.stdout) == [r.to_json() for r in runs]
 
 
 def test_bytes_written_by_a_run_are_what_its_steps_and_records_wrote(tmp_path):

@@ -120,6 +120,9 @@ def test_flow_retention_rules_see_typed_record_summaries():
     assert (KeepLatestRun() & KeepLastRecords(1))(RECORDS) == {5}
     # A rule written against the 0.1 dicts still reads what it expects.
     assert RECORDS[2]["run"]["id"] == "b" and RECORDS[2]["seq"] == 3
+    assert "seq" in RECORDS[2] and RECORDS[2].get("run", {})["id"] == "b"
+    assert dict(RECORDS[2]) == {"seq": 3, "name": "records/3.rec", "run": {"id": "b"}}
+    assert RECORDS[2].get("missing", 7) == 7 and "missing" not in RECORDS[2]
 
 
 def test_a_flow_applies_a_composed_retention_rule(tmp_path):
@@ -208,3 +211,29 @@ def test_the_flow_checks_its_arguments_with_the_shared_checks(tmp_path):
     cp.add_step(name="a")(lambda s, d: None)
     with pytest.raises(ValueError, match="on_corrupt='skip' is not valid; valid choices"):
         cp.run({}, on_corrupt="skip")
+
+
+def test_a_policy_of_another_family_is_refused_where_it_would_only_fail_later(tmp_path):
+    refused = "retention takes a FlowRetention .* which is a RetentionRule"
+    with pytest.raises(TypeError, match=refused):
+        CheckpointFlow(tmp_path, retention=keep_last(1))
+    with pytest.raises(TypeError, match="which is a LoadPolicy"):
+        KeepLatestRun() | load_first()
+    with pytest.raises(TypeError, match="trigger takes a Trigger .* which is a RetentionRule"):
+        every_n_epochs(1) & keep_all()
+
+
+def test_a_rule_must_answer_with_what_its_family_keeps():
+    by_epoch = keep_last(1) | (lambda checkpoints: [c.epoch for c in checkpoints])
+    with pytest.raises(TypeError, match=r"iterable of what to keep \(each a str\)"):
+        by_epoch(CHECKPOINTS)
+    by_summary = KeepLatestRun() | (lambda records: records[-1:])
+    with pytest.raises(TypeError, match=r"each a int"):
+        by_summary(RECORDS)
+
+
+def test_a_combination_needs_something_to_combine():
+    from checkpoint_flow.training.retention import KeepCommon
+
+    with pytest.raises(ValueError, match="KeepCommon needs at least one policy"):
+        KeepCommon()

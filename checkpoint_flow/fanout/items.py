@@ -41,7 +41,7 @@ def key_digest(step: MapSettings, key: Any) -> str:
     return identity.digest(
         key,
         what=f"the item key {key!r:.80} of map step {step.name!r}",
-        remedy=". Pass key= returning a stable identity such as a str, an int or a tuple of them",
+        remedy="Pass key= returning a stable identity such as a str, an int or a tuple of them",
     )
 
 

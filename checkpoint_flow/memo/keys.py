@@ -48,7 +48,7 @@ def argument_digest(
             digest = identity.digest(
                 named[argument],
                 what=f"argument {argument!r} of {name}()",
-                remedy=f". Leave it out of the key with cached(ignore=[{argument!r}]), or pass "
+                remedy=f"Leave it out of the key with cached(ignore=[{argument!r}]), or pass "
                 "a value that identifies it instead",
             )
             h.update(f"{param}\0{argument}\0{digest}\0".encode())

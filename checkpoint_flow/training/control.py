@@ -122,6 +122,7 @@ class ControlServer:
         )
         self._thread.start()
         self._stopped = False
+        self._stop_lock = threading.Lock()
         self._unregister: Callable[[], Any] | None = None
         if self.token is not None:
             logger.warning(
@@ -144,9 +145,10 @@ class ControlServer:
     def stop(self) -> None:
         """Stop serving, close the socket and remove the control file; calling it twice is
         harmless."""
-        if self._stopped:
-            return
-        self._stopped = True
+        with self._stop_lock:
+            if self._stopped:
+                return
+            self._stopped = True
         self.events.close()
         self._httpd.shutdown()
         self._httpd.server_close()

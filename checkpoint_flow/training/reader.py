@@ -165,8 +165,8 @@ class CheckpointReader:
         except FileNotFoundError:
             raise CheckpointNotFoundError(
                 self.where,
-                file,
-                f"selector {str(selector)!r}",
+                str(selector),
+                f"its file {file!r} is missing",
                 describe(self.catalogue.entries()),
             ) from None
         except CheckpointCorruptError as exc:

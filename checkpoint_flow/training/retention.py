@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from .. import checks
-from ..policy import FromFunction, KeepBoth, KeepEither, Policy, kept_set
+from ..policy import FromFunction, KeepBoth, KeepEither, Policy, kept_set, refuse_other_family
 from .records import CheckpointInfo
 
 __all__ = [
@@ -62,13 +62,14 @@ class FunctionRule(FromFunction[Sequence[CheckpointInfo], set[str]], RetentionRu
     """A plain function ``(checkpoints) -> names to keep`` used as a rule."""
 
     def check(self, answer: Any) -> set[str]:
-        return kept_set(self.fn, answer)
+        return kept_set(self.fn, answer, str)
 
 
 def as_rule(value: RuleLike | str) -> RetentionRule:
     """A rule from a callable ``(checkpoints) -> names to keep`` or the string ``"all"``."""
     if isinstance(value, RetentionRule):
         return value
+    refuse_other_family(value, RetentionRule, "keep")
     if value == "all":
         return keep_all()
     if not callable(value):

@@ -101,7 +101,8 @@ def capture_all(
             states[name] = capture(obj, copy=copy, staging=staging)
         except Exception as exc:
             raise UnpicklableStateError(
-                f"the state of {name!r} ({type(obj).__name__})", f"capturing it failed: {exc}"
+                f"the state of {name!r} ({type(obj).__name__})",
+                f"it could not be captured ({type(exc).__name__}: {exc})",
             ) from exc
     return states
 

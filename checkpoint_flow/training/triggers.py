@@ -19,7 +19,7 @@ from datetime import timedelta
 from typing import Any, Literal, cast
 
 from .. import checks, policy
-from ..policy import FromFunction, Policy
+from ..policy import FromFunction, Policy, refuse_other_family
 
 __all__ = [
     "AllOf",
@@ -98,6 +98,7 @@ def as_trigger(value: TriggerLike) -> Trigger:
     """Wrap a plain callable ``(Boundary) -> bool`` so it composes. Raises TypeError."""
     if isinstance(value, Trigger):
         return value
+    refuse_other_family(value, Trigger, "trigger")
     if not callable(value):
         raise TypeError(f"a trigger must be callable as trigger(boundary) -> bool, got {value!r}")
     return FunctionTrigger(value)
@@ -165,7 +166,8 @@ class min_interval(Trigger):
         return boundary.last_save is None or boundary.now - boundary.last_save >= interval
 
     def __repr__(self) -> str:
-        return f"min_interval({self.seconds:g})"
+        seconds = cast(float, self.seconds)
+        return f"min_interval({int(seconds) if seconds.is_integer() else seconds!r})"
 
 
 @dataclass(frozen=True, repr=False)
