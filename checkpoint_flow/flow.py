@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Hashable, Iterable
 from concurrent.futures import Executor
+from datetime import timedelta
 from typing import Any, TypeVar
 
 from . import fanout, memo
@@ -55,7 +56,7 @@ class CheckpointFlow(FlowCore):
         max_failures: int | None = 1,
         retries: int = 0,
         commit_every: int = 1000,
-        commit_interval_s: float = 5.0,
+        commit_interval_s: float | timedelta = 5.0,
         progress: bool = False,
     ) -> Callable[[F], F]:
         """Register ``fn(item)`` or ``fn(item, state)`` as a fan-out step:

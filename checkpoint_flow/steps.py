@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from . import checks
 from .identity import definition_of, fingerprint
 from .retries import NO_RETRY, Retry
 
@@ -80,8 +81,7 @@ class Step:
         for role, value in (("step", fn), ("load", load), ("save", save)):
             if value is not None and not callable(value):
                 raise TypeError(f"{role}= must be callable, got {value!r}")
-        if not isinstance(reuse, bool):
-            raise TypeError(f"reuse= must be True or False, got {reuse!r}")
+        checks.flag("reuse=", reuse)
         if not isinstance(retry, Retry):
             raise TypeError(f"retry= must be a Retry, got {retry!r}")
         name = step_name(fn, name)

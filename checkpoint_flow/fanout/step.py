@@ -7,6 +7,7 @@ import inspect
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Protocol, TypeVar, cast
 
 from .. import checks
@@ -58,7 +59,7 @@ class MapStep(Step):
         max_failures: int | None = 1,
         retries: int = 0,
         commit_every: int = 1000,
-        commit_interval_s: float = 5.0,
+        commit_interval_s: float | timedelta = 5.0,
         progress: bool = False,
     ) -> MapStep:
         """Validate the options and build the step. Raises TypeError/ValueError naming the value."""
@@ -82,16 +83,8 @@ class MapStep(Step):
             )
         checks.count("retries", retries)
         checks.count("commit_every", commit_every, minimum=1)
-        if (
-            isinstance(commit_interval_s, bool)
-            or not isinstance(commit_interval_s, (int, float))
-            or not commit_interval_s > 0
-        ):
-            raise ValueError(
-                f"commit_interval_s must be a positive number of seconds, got {commit_interval_s!r}"
-            )
-        if not isinstance(progress, bool):
-            raise TypeError(f"progress must be True or False, got {progress!r}")
+        interval_s = checks.seconds("commit_interval_s", commit_interval_s, positive=True)
+        checks.flag("progress", progress)
         name = step_name(fn, name)
         if into is None:
             into = name
@@ -113,7 +106,7 @@ class MapStep(Step):
             max_failures=max_failures,
             retries=retries,
             commit_every=commit_every,
-            commit_interval_s=float(commit_interval_s),
+            commit_interval_s=interval_s,
             progress=progress,
             takes_state=_takes_second_argument(fn),
         )
@@ -145,7 +138,7 @@ def map_step(
     max_failures: int | None = 1,
     retries: int = 0,
     commit_every: int = 1000,
-    commit_interval_s: float = 5.0,
+    commit_interval_s: float | timedelta = 5.0,
     progress: bool = False,
 ) -> Callable[[F], F]:
     """Register ``fn(item)`` or ``fn(item, state)`` as a fan-out step: ``@cp.map_step(items=...)``.

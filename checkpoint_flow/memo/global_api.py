@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
+from .. import checks
 from ..errors import CheckpointFlowError
 from ..identity import fingerprint
 from ..storage.codec import Signer
@@ -125,8 +126,7 @@ def apply_checkpoint(key: str | KeyFunction, disable: bool = False) -> Callable[
     """
     if not (callable(key) or (isinstance(key, str) and key)):
         raise TypeError(f"key must be a non-empty str or a function returning one, got {key!r}")
-    if not isinstance(disable, bool):
-        raise TypeError(f"disable must be True or False, got {disable!r}")
+    checks.flag("disable", disable)
     takes_info = callable(key) and _key_takes_info(key)
     caller = sys._getframe(1)
     call_site = f"{caller.f_code.co_filename}:{caller.f_lineno}"
