@@ -88,9 +88,6 @@ class Execution:
         last = self.options.until if self.options.until is not None else len(steps) - 1
         first = steps[start].name
         recorder = self.recorder
-        recorder.run_info = replace(
-            recorder.run_info, first_step=first, resumed=snapshot is not None, skipped=start
-        )
         if snapshot is None:
             previous = recorder.entry(first).before
             base = self.store.snapshot(previous) if previous is not None else None
@@ -100,10 +97,9 @@ class Execution:
                 state, base, what=lambda key: f"initial_state[{key!r}]",
                 fresh=not self.options.reuse, remedy=_INITIAL_REMEDY,
             )
-            recorder.run_info = replace(recorder.run_info, initial=snapshot.ref)
-            recorder.unwritten = snapshot.bytes_written
-        elif recorder.resumed_run is not None:
-            recorder.run_info = replace(recorder.run_info, initial=recorder.resumed_run.initial)
+            recorder.started(first, skipped=start, initial=snapshot)
+        else:
+            recorder.resumed(first, skipped=start)
         for name in self.names[:start]:
             logger.info("step %r skipped (done in an earlier run)", name)
         tracked = TrackedState(state)
@@ -120,8 +116,7 @@ class Execution:
         finally:
             progress.close()
         following = steps[last + 1].name if last + 1 < len(steps) else None
-        ended = "stopped" if following else "succeeded"
-        recorder.run_info = replace(recorder.run_info, ended_at=time.time(), outcome=ended)
+        recorder.ended("stopped" if following else "succeeded")
         recorder.commit(resume=following, state=snapshot.ref, written=recorder.take_unwritten())
         if following is not None:
             logger.info(

@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, Literal
 
 from .flow_record import FlowRecord, RunInfo, StepEntry
 from .flow_retention import FlowRetention, over_record_names
@@ -78,6 +78,24 @@ class RunRecorder:
     def set_entry(self, name: str, entry: StepEntry) -> None:
         self.entries[name] = entry
         self.changed[name] = entry
+
+    def started(self, first: str, *, skipped: int, initial: SaveResult) -> None:
+        """The run starts at step ``first`` from its ``initial_state``, just saved."""
+        self.run_info = replace(
+            self.run_info, first_step=first, resumed=False, skipped=skipped, initial=initial.ref
+        )
+        self.unwritten = initial.bytes_written
+
+    def resumed(self, first: str, *, skipped: int) -> None:
+        """The run starts at step ``first`` from a saved state."""
+        initial = self.resumed_run.initial if self.resumed_run is not None else None
+        self.run_info = replace(
+            self.run_info, first_step=first, resumed=True, skipped=skipped, initial=initial
+        )
+
+    def ended(self, outcome: Literal["succeeded", "stopped"]) -> None:
+        """The run went through its steps; the next commit records how it ended."""
+        self.run_info = replace(self.run_info, ended_at=time.time(), outcome=outcome)
 
     def take_unwritten(self) -> int:
         written, self.unwritten = self.unwritten, 0
