@@ -17,17 +17,7 @@ import pytest
 from checkpoint_flow import CheckpointExistsError, CheckpointManager, CheckpointSignatureError
 from checkpoint_flow.training import live
 from checkpoint_flow.training.naming import Naming, sanitize_name
-
-
-class Model:
-    def __init__(self) -> None:
-        self.w = [0.0]
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"w": list(self.w)}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.w = list(state["w"])
+from tests.support.models import ListModel as Model
 
 
 def request(

@@ -27,23 +27,7 @@ from checkpoint_flow.retention import CheckpointInfo, keep_best, keep_last
 from checkpoint_flow.storage.handlers import LocalHandler
 from checkpoint_flow.training import checkpoint_file
 from checkpoint_flow.triggers import Boundary, every_n_epochs, every_n_steps, min_interval
-
-
-class Model:
-    """A NumPy 'model' with the state_dict protocol."""
-
-    def __init__(self, value: float = 0.0) -> None:
-        self.w = np.full(4, value)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"w": self.w}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.w[...] = state["w"]
-
-
-def files(path: Path) -> list[str]:
-    return sorted(p.name for p in path.iterdir() if p.is_file())
+from tests.support.models import Model, files
 
 
 def run_epochs(ckpt: CheckpointManager, losses: list[float], model: Model) -> None:

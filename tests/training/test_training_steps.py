@@ -27,25 +27,11 @@ from checkpoint_flow.storage.store import Store
 from checkpoint_flow.training import checkpoint_file, keep_best, keep_last, maintenance, selectors
 from checkpoint_flow.training.storage import TrainingStorage
 from checkpoint_flow.training.triggers import Boundary, every_n_steps, min_interval
+from tests.support.models import Model, files
 
 FIXTURE_V0_1 = Path(__file__).with_name("data") / "training_v0_1"
 
 
-class Model:
-    """A NumPy 'model' with the state_dict protocol."""
-
-    def __init__(self, value: float = 0.0) -> None:
-        self.w = np.full(4, value)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"w": self.w}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.w[...] = state["w"]
-
-
-def files(path: Path) -> list[str]:
-    return sorted(p.name for p in path.iterdir() if p.is_file())
 
 
 def ckpt_files(path: Path) -> list[str]:

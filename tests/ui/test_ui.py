@@ -21,17 +21,7 @@ import pytest
 
 from checkpoint_flow import CheckpointFlow, CheckpointManager
 from checkpoint_flow.ui import Dashboard
-
-
-class Model:
-    def __init__(self) -> None:
-        self.w = [0.0]
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"w": list(self.w)}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.w = list(state["w"])
+from tests.support.models import ListModel as Model
 
 
 def failed_flow(location: Path, key: str | None = None, fixed: dict | None = None
