@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,16 +22,23 @@ def _text(cell) -> str:
     return "".join(parts)
 
 
-@pytest.mark.slow
-def test_tutorial_notebook_tells_the_story(tmp_path):
+@pytest.fixture(scope="module")
+def executed_cells(tmp_path_factory: pytest.TempPathFactory) -> list[Any]:
+    """The tutorial's code cells after one execution in a fresh directory."""
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     nb = nbformat.read(NOTEBOOK, as_version=4)
+    workdir = tmp_path_factory.mktemp("tutorial")
     client = nbclient.NotebookClient(
-        nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+        nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(workdir)}}
     )
     client.execute()
-    cells = [c for c in nb.cells if c.cell_type == "code"]
+    return [c for c in nb.cells if c.cell_type == "code"]
+
+
+@pytest.mark.slow
+def test_tutorial_notebook_tells_the_story(executed_cells: list[Any]) -> None:
+    cells = executed_cells
     texts = [_text(c) for c in cells]
     failing = next(
         i for i, c in enumerate(cells) if "raises-exception" in c.metadata.get("tags", [])
@@ -64,15 +72,8 @@ def test_the_committed_tutorial_shows_its_outputs():
 
 
 @pytest.mark.slow
-def test_tutorial_iterating_section_reruns_only_what_changed(tmp_path):
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    client = nbclient.NotebookClient(
-        nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
-    )
-    client.execute()
-    cells = [c for c in nb.cells if c.cell_type == "code"]
+def test_tutorial_iterating_section_reruns_only_what_changed(executed_cells: list[Any]) -> None:
+    cells = executed_cells
     first = next(i for i, c in enumerate(cells) if c.source.startswith("it = CheckpointFlow("))
     texts = [_text(c) for c in cells[first:]]
     assert "downloading (slow)" in texts[0] and "86 rows, total 4315" in texts[0]
