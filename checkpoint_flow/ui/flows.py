@@ -15,6 +15,7 @@ from typing import Any
 from .. import memo
 from ..errors import StepNotFoundError
 from ..flow import CheckpointFlow
+from ..flow_record import FlowRecord
 from ..httpguard import HttpError
 from .locations import Site
 
@@ -55,13 +56,7 @@ def state(site: Site, step: str, when: str, *, unpickle: bool) -> dict[str, Any]
     if when not in WHEN:
         raise HttpError(400, f"when={when!r} is not valid; choose 'before' or 'after'")
     with site.lock:
-        record = site.flow.record()
-        if record is None:
-            raise HttpError(404, f"no flow run recorded at {site.location}")
-        if step not in record.order:
-            raise HttpError(
-                404, f"no step {step!r} at {site.location}; steps: {', '.join(record.order)}"
-            )
+        record = _record_with(site, step)
         entry = record.step(step)
         ref = entry.before if when == "before" else entry.after
         if ref is None:
@@ -77,17 +72,23 @@ def state(site: Site, step: str, when: str, *, unpickle: bool) -> dict[str, Any]
     return {"step": step, "when": when, "keys": keys, "repr_note": note}
 
 
+def _record_with(site: Site, step: str, consequence: str = "") -> FlowRecord:
+    """The newest record, which must have run ``step``; raises HttpError(404) otherwise."""
+    record = site.flow.record()
+    if record is None:
+        raise HttpError(404, f"no flow run recorded at {site.location}{consequence}")
+    if step not in record.order:
+        raise HttpError(
+            404, f"no step {step!r} at {site.location}; steps: {', '.join(record.order)}"
+        )
+    return record
+
+
 def rewind(site: Site, step: object) -> dict[str, Any]:
     if not isinstance(step, str) or not step:
         raise HttpError(400, f'"step" must be a step name, got {step!r}')
     with site.lock:
-        record = site.flow.record()
-        if record is None:
-            raise HttpError(404, f"no flow run recorded at {site.location}; nothing to rewind")
-        if step not in record.order:
-            raise HttpError(
-                404, f"no step {step!r} at {site.location}; steps: {', '.join(record.order)}"
-            )
+        record = _record_with(site, step, "; nothing to rewind")
         try:
             site.flow.rewind(step)
         except (StepNotFoundError, ValueError) as exc:
